@@ -1,0 +1,67 @@
+"""The `fmlab` command line: each command parses, calls one library function, prints."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from typer.exceptions import Abort, Exit, TyperException
+
+from fmlab.errors import FmlabError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Reproducible comparative studies of image classifiers on Fashion-MNIST.",
+)
+data_app = typer.Typer(no_args_is_help=True, help="Find, verify and describe the data set.")
+app.add_typer(data_app, name="data")
+
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Folder holding the four Fashion-MNIST .gz files.")
+]
+
+
+@data_app.command("info")
+def data_info(data_dir: DataDir = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Where the data was found, checksums, counts per split and class, pixel statistics."""
+    from fmlab.data.summary import describe, render
+
+    info = describe(data_dir)
+    typer.echo(json.dumps(info, indent=2) if as_json else render(info))
+
+
+@data_app.command("verify")
+def data_verify(data_dir: DataDir = None) -> None:
+    """Check the four files against the recorded checksums; exit 0 when all match, else 2."""
+    from fmlab.data import load
+
+    data = load(data_dir)
+    typer.echo(f"ok: {data.source.path} ({data.source.origin}), 4 files verified")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; every anticipated failure is one line on stderr and exit status 2."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="fmlab", standalone_mode=False)
+    except TyperException as exc:
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            typer.echo(ctx.get_help())
+            sys.exit(0)
+        typer.echo(f"error: {exc.format_message()}".replace("\n", " "), err=True)
+        sys.exit(2)
+    except FmlabError as exc:
+        typer.echo(f"error: {exc}".replace("\n", " "), err=True)
+        sys.exit(2)
+    except (Abort, KeyboardInterrupt):
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exit as exc:
+        code = exc.exit_code
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,59 @@
+"""Batched augmentation on whole (N, C, H, W) tensors, uint8 or float, seeded by a generator."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def _uniform(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    return torch.rand(n, generator=generator).to(device)
+
+
+def hflip(x: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mirror each image left-right with probability p."""
+    flip = (_uniform(len(x), generator, x.device) < p).view(-1, 1, 1, 1)
+    return torch.where(flip, x.flip(-1), x)
+
+
+def random_crop(x: torch.Tensor, padding: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pad with zeros by `padding` pixels and cut a random window of the original size."""
+    if padding <= 0:
+        return x
+    n, _, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4)
+    shifts = torch.randint(0, 2 * padding + 1, (2, n), generator=generator).to(x.device)
+    rows = (torch.arange(h, device=x.device).view(1, h) + shifts[0].view(n, 1)).view(n, 1, h, 1)
+    cols = (torch.arange(w, device=x.device).view(1, w) + shifts[1].view(n, 1)).view(n, 1, 1, w)
+    batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
+    chan = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
+    return padded[batch, chan, rows, cols]
+
+
+def rotate(x: torch.Tensor, max_degrees: float = 10.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Rotate each image by a uniform angle in [-max_degrees, max_degrees] (bilinear, zero fill)."""
+    if max_degrees <= 0:
+        return x
+    theta = (_uniform(len(x), generator, x.device) * 2 - 1) * math.radians(max_degrees)
+    cos, sin, zero = theta.cos(), theta.sin(), torch.zeros_like(theta)
+    affine = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(affine, list(x.shape), align_corners=False)
+    out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.round().clamp(0, 255).to(x.dtype) if x.dtype == torch.uint8 else out.to(x.dtype)
+
+
+def augment(
+    x: torch.Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    flip: bool = True,
+    crop: int = 2,
+    degrees: float = 0.0,
+) -> torch.Tensor:
+    """Apply the enabled augmentations in a fixed order: crop, flip, rotate."""
+    x = random_crop(x, crop, generator)
+    if flip:
+        x = hflip(x, 0.5, generator)
+    return rotate(x, degrees, generator)
