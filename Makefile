@@ -5,6 +5,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test bench lint setup clean
 
+STUDY ?= configs/default.toml
+OUT ?= runs/default
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -16,8 +19,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 setup: $(STAMP)
 
+# set up, run the default study (resumes if interrupted), write OUT/report.html
 run: $(STAMP)
-	$(BIN)/fmlab data info
+	$(BIN)/fmlab study run $(STUDY) --out $(OUT)
+	@echo "report: $(OUT)/report.html"
 
 test: $(STAMP)
 	$(BIN)/pytest -q
@@ -27,6 +32,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python benchmarks/eval_speed.py
+	$(BIN)/python benchmarks/skorch_overhead.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

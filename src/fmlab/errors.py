@@ -35,3 +35,7 @@ class DataNotFoundError(DataError):
 
 class ConfigError(FmlabError):
     """A configuration key or value is invalid."""
+
+
+class Interrupted(FmlabError):
+    """Work was interrupted (Ctrl+C); what finished is saved and can be resumed."""

@@ -8,21 +8,28 @@ import torch
 import torch.nn.functional as F
 
 
+def _batch(x: torch.Tensor) -> torch.Tensor:
+    # A (N, H, W) batch would silently broadcast to (N, N, H, W) in hflip: insist on channels.
+    if x.ndim != 4:
+        raise ValueError(f"augmentation expects an (N, C, H, W) batch, got shape {tuple(x.shape)}")
+    return x
+
+
 def _uniform(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
     return torch.rand(n, generator=generator).to(device)
 
 
 def hflip(x: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
     """Mirror each image left-right with probability p."""
-    flip = (_uniform(len(x), generator, x.device) < p).view(-1, 1, 1, 1)
+    flip = (_uniform(len(_batch(x)), generator, x.device) < p).view(-1, 1, 1, 1)
     return torch.where(flip, x.flip(-1), x)
 
 
 def random_crop(x: torch.Tensor, padding: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
     """Pad with zeros by `padding` pixels and cut a random window of the original size."""
     if padding <= 0:
-        return x
-    n, _, h, w = x.shape
+        return _batch(x)
+    n, _, h, w = _batch(x).shape
     padded = F.pad(x, (padding,) * 4)
     shifts = torch.randint(0, 2 * padding + 1, (2, n), generator=generator).to(x.device)
     rows = (torch.arange(h, device=x.device).view(1, h) + shifts[0].view(n, 1)).view(n, 1, h, 1)
@@ -35,8 +42,8 @@ def random_crop(x: torch.Tensor, padding: int = 2, generator: torch.Generator | 
 def rotate(x: torch.Tensor, max_degrees: float = 10.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """Rotate each image by a uniform angle in [-max_degrees, max_degrees] (bilinear, zero fill)."""
     if max_degrees <= 0:
-        return x
-    theta = (_uniform(len(x), generator, x.device) * 2 - 1) * math.radians(max_degrees)
+        return _batch(x)
+    theta = (_uniform(len(_batch(x)), generator, x.device) * 2 - 1) * math.radians(max_degrees)
     cos, sin, zero = theta.cos(), theta.sin(), torch.zeros_like(theta)
     affine = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
     grid = F.affine_grid(affine, list(x.shape), align_corners=False)

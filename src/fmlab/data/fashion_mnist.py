@@ -7,6 +7,7 @@ the SHA-256 of their decompressed content, which distribution repacks leave unch
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import tempfile
@@ -81,15 +82,16 @@ def _download(folder: Path, mirror: str, checksums: dict[str, str]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     staged: dict[Path, str] = {}
     try:
+        base = mirror if mirror.endswith("/") else mirror + "/"
         for name in FILES.values():
             fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
             staged[folder / name] = tmp
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(mirror + name, timeout=30) as resp:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(base + name, timeout=30) as resp:
                 shutil.copyfileobj(resp, out, 1 << 20)
             try:
                 idx.read(tmp, checksums[name])
             except DataError as exc:
-                raise type(exc)(f"download of {mirror}{name} rejected, nothing kept: {exc}") from None
+                raise type(exc)(f"download of {base}{name} rejected, nothing kept: {exc}") from None
         for target, tmp in staged.items():
             os.replace(tmp, target)
     finally:
@@ -111,7 +113,9 @@ def locate(
             folder = Path(given).expanduser()
             if not _complete(folder):
                 missing = [n for n in FILES.values() if not (folder / n).is_file()]
-                raise DataNotFoundError(f"{origin} {folder}: missing {', '.join(missing)}")
+                raise DataNotFoundError(
+                    f"{origin} {folder}: missing {', '.join(missing)}; point it at the folder with the four .gz files"
+                )
             return Source(folder, origin)
     for folder, origin in ((cache_dir(), "cache"), *((d, "system") for d in SYSTEM_DIRS)):
         if _complete(folder):
@@ -121,8 +125,11 @@ def locate(
         try:
             _download(cache_dir(), mirror, checksums)
             return Source(cache_dir(), "download")
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
+        except (OSError, http.client.HTTPException, ValueError) as exc:  # URLError is an OSError
+            if isinstance(exc, urllib.error.HTTPError):
+                reason = f"HTTP {exc.code} {exc.reason} for {exc.url}"
+            else:
+                reason = getattr(exc, "reason", exc)
             raise DataNotFoundError(
                 f"Fashion-MNIST not found and download from {mirror} failed ({reason}); "
                 "provide it with `apt-get install dataset-fashion-mnist`, "
@@ -139,8 +146,8 @@ def _check_pair(images: np.ndarray, labels: np.ndarray, name: str) -> None:
     if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
         raise IdxShapeError(f"{name}: expected uint8 images of shape (N, 28, 28), got {images.dtype} {images.shape}")
     if labels.ndim != 1 or len(labels) != len(images):
-        raise IdxShapeError(f"{name}: {labels.shape} labels do not match {len(images)} images")
-    if labels.size and labels.max() > 9:
+        raise IdxShapeError(f"{name}: labels of shape {labels.shape} do not match {len(images)} images")
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
         raise IdxShapeError(f"{name}: labels outside 0..9")
 
 
@@ -157,7 +164,8 @@ def load(
     for key, name in FILES.items():
         arrays[key] = idx.read(source.path / name, checksums.get(name))
     for part in ("train", "test"):
-        _check_pair(arrays[f"{part}_images"], arrays[f"{part}_labels"], f"{source.path}/{FILES[f'{part}_images']}")
+        names = f"{source.path}/{{{FILES[f'{part}_images']}, {FILES[f'{part}_labels']}}}"
+        _check_pair(arrays[f"{part}_images"], arrays[f"{part}_labels"], names)
     return FashionMNIST(
         x_train=arrays["train_images"],
         y_train=arrays["train_labels"].astype(np.int64),

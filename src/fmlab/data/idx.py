@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from fmlab.errors import ChecksumError, GzipError, IdxMagicError, IdxShapeError, IdxTruncatedError
+from fmlab.errors import ChecksumError, DataError, GzipError, IdxMagicError, IdxShapeError, IdxTruncatedError
+from fmlab.io import atomic_path
 
 DTYPES = {
     0x08: np.dtype(np.uint8),
@@ -52,7 +54,7 @@ def parse(content: bytes, name: str = "<bytes>") -> np.ndarray:
     dims = struct.unpack(f">{ndim}I", content[4 : 4 + 4 * ndim])
     if any(d == 0 or d > MAX_DIM for d in dims):
         raise IdxShapeError(f"{name}: IDX dimensions {dims} are not plausible")
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: no overflow
     body = len(content) - 4 - 4 * ndim
     if body != expected:
         raise IdxTruncatedError(
@@ -60,7 +62,8 @@ def parse(content: bytes, name: str = "<bytes>") -> np.ndarray:
             "the file is truncated or corrupt, fetch it again"
         )
     array = np.frombuffer(content, dtype=dtype, offset=4 + 4 * ndim).reshape(dims)
-    return array.astype(dtype.newbyteorder("="), copy=False)
+    # Always a writable, native-order copy: a read-only view of `content` makes torch.as_tensor warn.
+    return array.astype(dtype.newbyteorder("="), copy=True)
 
 
 def read(path: str | Path, checksum: str | None = None) -> np.ndarray:
@@ -69,7 +72,7 @@ def read(path: str | Path, checksum: str | None = None) -> np.ndarray:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise IdxTruncatedError(f"{path}: cannot read ({exc.strerror})") from None
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc}); check the path and its permissions") from None
     content = decompress(raw, str(path))
     if checksum is not None and sha256(content) != checksum:
         raise ChecksumError(f"{path}: checksum mismatch (content differs from the official file); fetch it again")
@@ -79,7 +82,7 @@ def read(path: str | Path, checksum: str | None = None) -> np.ndarray:
 def encode(array: np.ndarray) -> bytes:
     """Encode an array as IDX content (uncompressed)."""
     array = np.ascontiguousarray(array)
-    code = CODES.get(array.dtype)
+    code = CODES.get(array.dtype.newbyteorder("="))  # big-endian input is fine too
     if code is None:
         raise ValueError(f"IDX cannot store dtype {array.dtype}")
     header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
@@ -89,4 +92,6 @@ def encode(array: np.ndarray) -> bytes:
 def write(path: str | Path, array: np.ndarray, compress: bool = True) -> None:
     """Write an IDX file, gzip'd by default."""
     content = encode(array)
-    Path(path).write_bytes(gzip.compress(content, mtime=0) if compress else content)
+    data = gzip.compress(content, mtime=0) if compress else content
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
