@@ -1,0 +1,56 @@
+"""`lenet5`: the classic LeCun et al. (1998) layout, adapted to 28x28 input.
+
+C1 conv 6@5x5 (padding 2, so 28x28 maps like the original 32x32 input) -> S2 subsampling 2x2 ->
+C3 conv 16@5x5 (fully connected to S2, unlike the original's partial table) -> S4 subsampling 2x2 ->
+F5 120 -> F6 84 -> output 10. tanh and average pooling by default; relu / max pooling as options.
+Dropout (default 0) follows F5 and F6. Grad-CAM explains C3's activation output (`features.act2`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from torch import Tensor, nn
+
+from fmlab.models.registry import check_choice, check_dropout, make_activation, register
+
+POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
+
+
+@register(
+    "lenet5",
+    defaults={"activation": "tanh", "pool": "avg", "dropout": 0.0},
+    description="LeNet-5 (1998): conv 6@5x5, pool, conv 16@5x5, pool, FC 120, FC 84, 10; tanh + average pooling.",
+    target_layer="features.act2",
+    family="cnn",
+)
+class LeNet5(nn.Module):
+    def __init__(self, activation: str, pool: str, dropout: float) -> None:
+        super().__init__()
+        pooling = POOLS[check_choice("pool", pool, list(POOLS))]
+        dropout = check_dropout(dropout)
+        self.features = nn.Sequential(
+            OrderedDict(
+                conv1=nn.Conv2d(1, 6, 5, padding=2),  # 6 x 28 x 28
+                act1=make_activation(activation),
+                pool1=pooling(2),  # 6 x 14 x 14
+                conv2=nn.Conv2d(6, 16, 5),  # 16 x 10 x 10
+                act2=make_activation(activation),
+                pool2=pooling(2),  # 16 x 5 x 5
+            )
+        )
+        self.classifier = nn.Sequential(
+            OrderedDict(
+                flatten=nn.Flatten(),
+                fc1=nn.Linear(16 * 5 * 5, 120),
+                act3=make_activation(activation),
+                drop1=nn.Dropout(dropout),
+                fc2=nn.Linear(120, 84),
+                act4=make_activation(activation),
+                drop2=nn.Dropout(dropout),
+                out=nn.Linear(84, 10),
+            )
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x))

@@ -1,0 +1,127 @@
+"""Model registry (timm-like): each family file registers its builders, with defaults next to the definition.
+
+Every model maps a normalised (N, 1, 28, 28) float batch to (N, 10) logits and accepts `dropout`
+(0 <= p < 1), so a study can vary dropout uniformly. Builders validate their arguments with the
+helpers below and raise ConfigError on a bad value; `build` rejects unknown argument names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from torch import nn
+
+from fmlab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    builder: Callable[..., nn.Module]
+    defaults: dict[str, Any]
+    description: str
+    target_layer: str | None  # dotted path of the Grad-CAM layer (last conv activation), None for non-CNNs
+    family: str  # "linear" | "ffnn" | "cnn"
+    numpy: bool = False  # trained by the NumPy engine (fmlab.models.mlp_numpy); `builder` gives its torch twin
+
+
+B = TypeVar("B", bound=Callable[..., nn.Module])
+_REGISTRY: dict[str, ModelSpec] = {}
+FAMILIES = ("linear", "ffnn", "cnn")
+
+
+def register(
+    name: str,
+    *,
+    defaults: dict[str, Any],
+    description: str,
+    target_layer: str | None = None,
+    family: str,
+    numpy: bool = False,
+) -> Callable[[B], B]:
+    """Decorator for a builder (function or nn.Module class): register `builder(**defaults)` under `name`."""
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    if "dropout" not in defaults:
+        raise ValueError(f"model '{name}' must accept a 'dropout' argument")
+
+    def decorator(builder: B) -> B:
+        if name in _REGISTRY:
+            raise ValueError(f"model '{name}' is already registered")
+        _REGISTRY[name] = ModelSpec(name, builder, dict(defaults), description, target_layer, family, numpy)
+        return builder
+
+    return decorator
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> ModelSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown model '{name}'; choose one of: {', '.join(names())}") from None
+
+
+def build(name: str, **overrides: Any) -> nn.Module:
+    """A fresh model: the registered defaults updated with `overrides`."""
+    spec = get(name)
+    unknown = sorted(set(overrides) - set(spec.defaults))
+    if unknown:
+        raise ConfigError(
+            f"model '{name}' has no argument {', '.join(repr(k) for k in unknown)}; "
+            f"valid arguments: {', '.join(sorted(spec.defaults))}"
+        )
+    return spec.builder(**{**spec.defaults, **overrides})
+
+
+def target_layer(model: nn.Module, name: str) -> nn.Module | None:
+    """The module Grad-CAM explains for a model built as `name`, or None for models without convolutions."""
+    path = get(name).target_layer
+    return None if path is None else model.get_submodule(path)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# Argument checks shared by the builders: each returns the clean value or raises ConfigError.
+
+
+def check_dropout(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise ConfigError(f"dropout must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def check_positive_int(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_positive_ints(key: str, value: Any, length: int | None = None) -> tuple[int, ...]:
+    """A list/tuple of positive integers (of exactly `length` items when given)."""
+    ok = isinstance(value, Sequence) and not isinstance(value, str) and (length is None or len(value) == length)
+    if not ok or not value or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
+        size = f"{length} " if length else ""
+        raise ConfigError(f"{key} must be a list of {size}positive integers; got {value!r}")
+    return tuple(value)
+
+
+def check_choice(key: str, value: Any, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of: {', '.join(choices)}; got {value!r}")
+    return value
+
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+
+
+def make_activation(name: Any) -> nn.Module:
+    """A fresh activation module (one per use, so Grad-CAM hooks see a single output)."""
+    return ACTIVATIONS[check_choice("activation", name, list(ACTIVATIONS))]()
