@@ -1,0 +1,99 @@
+"""Training throughput: fmlab's in-memory batches vs the per-sample PIL + DataLoader pipeline.
+
+The reference projects feed each example through a Dataset that builds a PIL image, converts it
+to a tensor and normalises it, batched by a DataLoader (batch 64). fmlab indexes one uint8
+tensor. Both train the same model with the same optimiser and batch size; prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from fmlab import models
+from fmlab.data import load
+
+MEAN, STD = 0.2860, 0.3530
+
+
+class PilDataset(Dataset):
+    """What torchvision's FashionMNIST + ToTensor + Normalize do, one example at a time."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        img = Image.fromarray(self.x[i], mode="L")
+        t = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).unsqueeze(0)
+        return (t - MEAN) / STD, int(self.y[i])
+
+
+def step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
+    opt.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+
+
+def time_reference(name: str, x: np.ndarray, y: np.ndarray, batch: int, n_batches: int) -> float:
+    torch.manual_seed(0)
+    model = models.build(name)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    loader = DataLoader(PilDataset(x, y), batch_size=batch, shuffle=True)
+    t0, seen = time.perf_counter(), 0
+    for i, (xb, yb) in enumerate(loader):
+        if i == n_batches:
+            break
+        step(model, opt, xb, yb)
+        seen += len(xb)
+    return seen / (time.perf_counter() - t0)
+
+
+def time_fmlab(name: str, x: np.ndarray, y: np.ndarray, batch: int, n_batches: int) -> float:
+    torch.manual_seed(0)
+    model = models.build(name)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    xt, yt = torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y)
+    t0, seen = time.perf_counter(), 0
+    for idx in torch.randperm(len(xt))[: batch * n_batches].split(batch):
+        step(model, opt, (xt[idx].float() / 255.0 - MEAN) / STD, yt[idx])
+        seen += len(idx)
+    return seen / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batches", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args()
+    data = load()
+    x, y = data.x_train, data.y_train.astype(np.int64)
+    targets = {"mlp": 6.0, "lenet5": 4.0}
+    results = {}
+    for name, target in targets.items():
+        time_fmlab(name, x, y, args.batch_size, 20)  # warm-up
+        ref = time_reference(name, x, y, args.batch_size, args.batches)
+        ours = time_fmlab(name, x, y, args.batch_size, args.batches)
+        results[name] = {
+            "reference_images_per_s": round(ref), "fmlab_images_per_s": round(ours),
+            "speedup": round(ours / ref, 2), "target": target, "meets_target": ours / ref >= target,
+        }
+    print(json.dumps({
+        "benchmark": "throughput", "batch_size": args.batch_size, "batches": args.batches,
+        "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__, "models": results,
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Training engine: fit loop, checkpoints."""
