@@ -1,0 +1,44 @@
+"""`fmlab evaluate`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+def _line(name: str, model: str, r: dict[str, Any], method: str, faith: dict[str, float]) -> str:
+    return (
+        f"{name}: {model}, accuracy {r['accuracy']:.2%}, top-2 {r['top2_accuracy']:.2%}, ECE {r['ece']:.4f}, "
+        f"{method} deletion AUC {faith['deletion_auc']:.3f} (random {faith['deletion_auc_random']:.3f})"
+    )
+
+
+def evaluate(
+    run_dirs: Annotated[
+        list[Path], typer.Argument(metavar="RUN_DIR", help="Run directories written by `fmlab train`.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output folder (default: RUN_DIR/eval for one run, PARENT/comparison for several)."),
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder holding the four Fashion-MNIST .gz files.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for choosing the images shown in the heatmaps.")] = 0,
+) -> None:
+    """Metrics, classification report, figures, Grad-CAM/attributions and complexity for each run;
+    with several runs, also the side-by-side comparison view."""
+    from fmlab.evaluate.runner import compare_runs, evaluate_run
+
+    if len(run_dirs) == 1:
+        r = evaluate_run(run_dirs[0], out, data_dir=data_dir, seed=seed)
+        method, faith = next(iter(r["faithfulness"].items()))
+        typer.echo(_line(run_dirs[0].name, r["model"], r, method, faith))
+        typer.echo(f"-> {r['out_dir']}")
+        return
+    target = out or Path(os.path.commonpath([p.resolve() for p in run_dirs])) / "comparison"
+    summary = compare_runs(run_dirs, target, data_dir=data_dir, seed=seed)
+    for name, r in summary["models"].items():
+        typer.echo(_line(name, r["model"], r, r["method"], r["faithfulness"]))
+    typer.echo(f"-> {target} (comparison.png, comparison.json, one folder per run)")
