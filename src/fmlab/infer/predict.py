@@ -1,0 +1,149 @@
+"""Classify image files with a trained model: top-k classes per image, optional Grad-CAM overlay.
+
+Each file is read on its own (see `fmlab.infer.images`), so one unreadable file yields an
+entry with an "error" and every other file is still answered. A PNG/JPEG gives one entry;
+an `.npy` or IDX stack gives one entry per image, numbered by "index".
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fmlab.data.fashion_mnist import CLASS_NAMES
+from fmlab.errors import ConfigError
+from fmlab.infer.images import ImageError, load
+from fmlab.train import checkpoint
+
+BATCH = 512
+MAX_PANELS = 16  # Grad-CAM overlays drawn for at most this many images
+PANEL = 112
+
+
+def predict(
+    checkpoint_or_run_dir: str | Path,
+    paths: list[str | Path],
+    top_k: int = 3,
+    invert: bool = False,
+    gradcam: str | Path | None = None,
+) -> list[dict[str, Any]]:
+    """One dict per image: file, index, prediction, probability and the top-k; or file and error."""
+    if not 1 <= top_k <= len(CLASS_NAMES):
+        raise ConfigError(f"--top-k must be between 1 and {len(CLASS_NAMES)}, got {top_k}")
+    model, payload = checkpoint.load_model(checkpoint_or_run_dir)
+    layer = gradcam_layer(model, str(payload.get("model"))) if gradcam is not None else None
+    mean, std = normalisation(payload, checkpoint_or_run_dir)
+    entries: list[dict[str, Any]] = []
+    stacks: list[np.ndarray] = []
+    for path in paths:
+        try:
+            images = load(path, invert=invert)
+        except ImageError as exc:
+            entries.append({"file": str(path), "error": str(exc)})
+            continue
+        stacks.append(images)
+        entries.extend({"file": str(path), "index": i} for i in range(len(images)))
+    if not stacks:
+        return entries
+    pixels = np.concatenate(stacks)
+    inputs = to_inputs(pixels, mean, std)
+    probs = probabilities(model, inputs)
+    top_p, top_i = probs.topk(top_k, dim=1)
+    answered = [e for e in entries if "error" not in e]
+    for entry, p_row, i_row in zip(answered, top_p.tolist(), top_i.tolist(), strict=True):
+        top = [
+            {"label": k, "class": CLASS_NAMES[k], "probability": round(p, 6)}
+            for k, p in zip(i_row, p_row, strict=True)
+        ]
+        entry.update(prediction=top[0]["class"], label=top[0]["label"], probability=top[0]["probability"], top=top)
+    if layer is not None and gradcam is not None:
+        preds = top_i[:, 0]
+        stacked = {e["file"] for e in answered if e["index"] > 0}
+        captions = [
+            f"{Path(e['file']).name}" + (f"[{e['index']}]" if e["file"] in stacked else "")
+            + f"\n{e['prediction']} {e['probability']:.0%}"
+            for e in answered
+        ]
+        write_gradcam(gradcam, model, layer, inputs[:MAX_PANELS], pixels[:MAX_PANELS], preds[:MAX_PANELS], captions)
+    return entries
+
+
+def normalisation(payload: dict[str, Any], source: str | Path) -> tuple[float, float]:
+    """The mean and std the model was trained with, as recorded in its checkpoint."""
+    norm = payload.get("norm")
+    try:
+        mean, std = float(norm["mean"]), float(norm["std"])  # type: ignore[index]
+    except (TypeError, KeyError, ValueError):
+        raise checkpoint.CheckpointError(f"{source}: checkpoint records no input normalisation") from None
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        raise checkpoint.CheckpointError(f"{source}: checkpoint normalisation mean={mean}, std={std} is invalid")
+    return mean, std
+
+
+def to_inputs(pixels: np.ndarray, mean: float, std: float) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> normalised float32 (N, 1, 28, 28), exactly as in training."""
+    from fmlab.data.split import to_tensor
+
+    return to_tensor(pixels, mean, std)
+
+
+def probabilities(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        logits = torch.cat([model(inputs[i : i + BATCH]) for i in range(0, len(inputs), BATCH)])
+    return torch.softmax(logits.float(), dim=1)
+
+
+def gradcam_layer(model: nn.Module, name: str) -> nn.Module:
+    """The layer Grad-CAM explains for this model (its last convolution), or a ConfigError."""
+    from fmlab import models
+
+    layer = models.target_layer(model, name)
+    if isinstance(layer, str):
+        layer = model.get_submodule(layer)
+    if layer is None:
+        raise ConfigError(f"--gradcam needs a convolutional model; '{name}' has no convolutional layer to explain")
+    return layer
+
+
+def gradcam_maps(model: nn.Module, layer: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
+    """Grad-CAM heatmaps (N, 28, 28), each scaled to [0, 1], for the given target classes."""
+    from fmlab.evaluate.explain import gradcam
+
+    with torch.enable_grad():
+        maps = gradcam(model, layer, inputs, targets).numpy()
+    peak = maps.reshape(len(maps), -1).max(axis=1).reshape(-1, 1, 1)
+    return np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
+
+
+def write_gradcam(
+    out: str | Path,
+    model: nn.Module,
+    layer: nn.Module,
+    inputs: torch.Tensor,
+    pixels: np.ndarray,
+    targets: torch.Tensor,
+    captions: list[str],
+) -> None:
+    """Save a row of overlays (image in gray, heatmap in colour, two-line caption) as one PNG, atomically."""
+    from matplotlib import colormaps
+    from PIL import Image, ImageDraw
+
+    from fmlab.io import atomic_path
+
+    heat = gradcam_maps(model, layer, inputs, targets)
+    colours = colormaps["jet"](heat)[..., :3]  # (N, 28, 28, 3) in [0, 1]
+    gray = np.repeat(pixels[..., None] / 255.0, 3, axis=-1)
+    blend = (0.55 * gray + 0.45 * colours) * 255
+    sheet = Image.new("RGB", (PANEL * len(pixels), PANEL + 26), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, tile in enumerate(blend.round().astype(np.uint8)):
+        sheet.paste(Image.fromarray(tile).resize((PANEL, PANEL), Image.Resampling.BILINEAR), (i * PANEL, 0))
+        for row, text in enumerate(captions[i].splitlines()[:2]):
+            draw.text((i * PANEL + 2, PANEL + 1 + 12 * row), text[:19], fill="black")
+    with atomic_path(out) as tmp:
+        sheet.save(tmp, format="PNG")

@@ -1,0 +1,303 @@
+"""`fmlab predict`: every kind of input, the bad-input corpus, and checkpoints that must be refused."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fmlab import models
+from fmlab.cli import main
+from fmlab.data import idx
+from fmlab.errors import DataError
+from fmlab.infer.images import ImageError, decode, load
+from fmlab.infer.predict import predict
+from fmlab.train import checkpoint
+from fmlab.train.checkpoint import CheckpointError
+
+CORPUS = Path(__file__).parent / "bad_inputs"
+BAD_IMAGES = sorted(p for p in CORPUS.iterdir() if p.suffix in {".png", ".npy", ".idx"})
+BAD_CHECKPOINTS = sorted(CORPUS.glob("*.pt"))
+NORM = (0.286, 0.353)
+
+
+def save_run(folder: Path, name: str, net: torch.nn.Module | None = None, **changes: object) -> Path:
+    torch.manual_seed(0)
+    net = net if net is not None else models.build(name)
+    payload = {**checkpoint.model_payload(net, name, {}, {"model": name}, NORM), **changes}
+    checkpoint.save(folder / "checkpoint.pt", payload)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_run(tmp_path_factory.mktemp("lenet5"), "lenet5")
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 60x40 RGB picture of a light block on black, saved as PNG."""
+    picture = np.zeros((60, 40, 3), np.uint8)
+    picture[10:50, 8:32] = (200, 180, 160)
+    path = tmp_path_factory.mktemp("images") / "good.png"
+    Image.fromarray(picture).save(path)
+    return path
+
+
+def cli(*argv: object, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def assert_one_line_error(err: str, *names: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == max(1, len(names)), err
+    assert "Traceback" not in err
+    for line, name in zip(lines, names, strict=False):
+        assert line.startswith("error: ") and name in line
+
+
+# --- inputs that load ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "P", "RGB", "RGBA", "LA", "I;16", "CMYK"])
+def test_any_colour_mode_becomes_28x28_light_on_dark(mode: str, tmp_path: Path) -> None:
+    picture = np.full((90, 50), 255, np.uint8)
+    picture[20:70, 10:40] = 30  # dark object on white: a product photo
+    image = Image.fromarray(picture).convert(mode)
+    if mode == "I;16":
+        image = Image.fromarray(picture.astype(np.uint16) * 257)
+    path = tmp_path / ("x.jpg" if mode == "CMYK" else "x.png")
+    image.save(path, format="JPEG" if mode == "CMYK" else "PNG")
+    out = load(path, invert=True)
+    assert out.shape == (1, 28, 28) and out.dtype == np.uint8
+    assert out[0, :, :2].max() < 40 and out[0, 14, 14] > 180  # black margins, light centre
+    assert (out[0].max(axis=1) > 100).sum() == 28  # the object's longest side fills the height
+
+
+def test_transparent_background_is_background(tmp_path: Path) -> None:
+    rgba = np.zeros((30, 30, 4), np.uint8)
+    rgba[5:25, 10:20] = (255, 255, 255, 255)  # opaque white object, transparent elsewhere
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    out = load(tmp_path / "a.png")[0]
+    assert out[14, 14] > 200 and out[:, :5].max() == 0
+
+
+def test_arrays_and_idx_files(tmp_path: Path) -> None:
+    stack = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    np.save(tmp_path / "u8.npy", stack)
+    np.save(tmp_path / "unit.npy", stack[0] / 255.0)
+    np.save(tmp_path / "byte_range.npy", stack.astype(np.float32))
+    idx.write(tmp_path / "x-idx3-ubyte.gz", stack)
+    assert np.array_equal(load(tmp_path / "u8.npy"), stack)
+    assert np.array_equal(load(tmp_path / "unit.npy"), stack[:1])
+    assert np.array_equal(load(tmp_path / "byte_range.npy"), stack)
+    assert np.array_equal(load(tmp_path / "x-idx3-ubyte.gz"), stack)
+    assert np.array_equal(load(tmp_path / "u8.npy", invert=True), 255 - stack)
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [(np.full((28, 28), 300.0), "values span"), (np.full((28, 28), np.nan), "NaN"),
+     (np.zeros((0, 28, 28)), "shape"), (np.zeros((28, 28), complex), "dtype"), (np.zeros((2, 1, 28, 28)), "shape")],
+)
+def test_bad_arrays(array: np.ndarray, message: str, tmp_path: Path) -> None:
+    np.save(tmp_path / "bad.npy", array)
+    with pytest.raises(ImageError, match=message):
+        load(tmp_path / "bad.npy")
+
+
+def test_predict_library_call(run: Path, good: Path, tmp_path: Path) -> None:
+    np.save(tmp_path / "two.npy", np.zeros((2, 28, 28), np.uint8))
+    entries = predict(run, [good, tmp_path / "two.npy", CORPUS / "empty.png"], top_k=4)
+    assert [e.get("index") for e in entries] == [0, 0, 1, None]
+    assert "empty" in entries[3]["error"]
+    for entry in entries[:3]:
+        assert len(entry["top"]) == 4 and entry["prediction"] == entry["top"][0]["class"]
+        probs = [t["probability"] for t in entry["top"]]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+
+
+def test_cli_prints_top_k_and_json(run: Path, good: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = cli("predict", run / "checkpoint.pt", good, "--top-k", 2, capsys=capsys)
+    assert code == 0 and err == ""
+    assert out.startswith(f"{good}: ") and out.count("%") == 2
+    code, out, _ = cli("predict", run, good, "--json", capsys=capsys)
+    assert code == 0 and json.loads(out)[0]["file"] == str(good)
+    code, out, err = cli("predict", run, good, "--top-k", 0, capsys=capsys)
+    assert code == 2 and out == "" and "--top-k" in err
+
+
+def test_gradcam_overlay(run: Path, good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_png = tmp_path / "cam.png"
+    code, _, _ = cli("predict", run, good, good, "--gradcam", out_png, capsys=capsys)
+    assert code == 0 and Image.open(out_png).size == (224, 138)
+    logreg = save_run(tmp_path / "logreg", "logreg")
+    code, out, err = cli("predict", logreg, good, "--gradcam", tmp_path / "no.png", capsys=capsys)
+    assert code == 2 and out == "" and "convolutional" in err and not (tmp_path / "no.png").exists()
+
+
+# --- the bad-input corpus --------------------------------------------------------------------------
+
+
+def test_corpus_is_small_and_complete() -> None:
+    assert sum(p.stat().st_size for p in CORPUS.iterdir()) < 50_000
+    names = {p.name for p in CORPUS.iterdir()}
+    assert {"not_an_image.png", "empty.png", "zero_size.png", "huge.png", "bomb_warning.png", "over_limit.png",
+            "truncated.png", "wrong_shape.npy", "future_format.pt", "seven_classes.pt", "wrong_arch.pt"} <= names
+
+
+@pytest.mark.parametrize("bad", BAD_IMAGES, ids=lambda p: p.name)
+def test_each_bad_image_is_one_line_and_the_good_one_still_answers(
+    bad: Path, run: Path, good: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ImageError, match=bad.name):
+        load(bad)
+    code, out, err = cli("predict", run, good, bad, capsys=capsys)
+    assert code == 2
+    assert out.startswith(f"{good}: ") and len(out.splitlines()) == 1
+    assert_one_line_error(err, str(bad))
+
+
+def test_console_script_with_all_bad_files(run: Path, good: Path, tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "fmlab"
+    missing = tmp_path / "missing.png"
+    argv = [str(script), "predict", str(run), str(good), *map(str, BAD_IMAGES), str(missing), str(good)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout.splitlines() == [line for line in proc.stdout.splitlines() if line.startswith(f"{good}: ")]
+    assert len(proc.stdout.splitlines()) == 2
+    assert_one_line_error(proc.stderr, *map(str, BAD_IMAGES), str(missing))
+
+
+def test_fashion_mnist_photo_round_trip(tmp_path: Path) -> None:
+    """A test item scaled 4x, dark on white, read back with --invert: close to the original, same class."""
+    from fmlab.data import load as load_data
+
+    try:
+        data = load_data(download=False)
+    except DataError:
+        pytest.skip("Fashion-MNIST not installed")
+    rng = torch.Generator().manual_seed(0)
+    model = models.build("logreg")
+    x = torch.as_tensor(data.x_train[:6000]).float().div(255).sub(NORM[0]).div(NORM[1]).unsqueeze(1)
+    y = torch.as_tensor(data.y_train[:6000])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        batch = torch.randint(0, len(x), (256,), generator=rng)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+        opt.step()
+    run = save_run(tmp_path / "run", "logreg", model.eval())
+    originals = data.x_test[:40]
+    paths = []
+    for i, item in enumerate(originals):
+        paths.append(tmp_path / f"item{i}.png")
+        Image.fromarray(np.kron(255 - item, np.ones((4, 4), np.uint8))).convert("RGB").save(paths[-1])
+    np.save(tmp_path / "raw.npy", originals)
+    photos = predict(run, paths, invert=True)
+    raw = predict(run, [tmp_path / "raw.npy"])
+    same = sum(p["label"] == r["label"] for p, r in zip(photos, raw, strict=True))
+    assert same >= 36, f"only {same}/40 photos got the class of the raw array"
+    restored = np.concatenate([load(p, invert=True) for p in paths]).astype(int)
+    assert np.median(np.abs(restored - originals).mean(axis=(1, 2))) < 8
+
+
+# --- checkpoints that must be refused -------------------------------------------------------------------
+
+
+class OpensFile:
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return open, (self.marker, "w")
+
+
+class RunsShell:
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.system, (f"touch {self.marker}",)
+
+
+def _zip(obj: object) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def _bare_pickle(obj: object) -> bytes:
+    """Not a zip: torch.load's legacy path unpickles it as the file's first record."""
+    return pickle.dumps(obj, protocol=2)
+
+
+@pytest.mark.parametrize("gadget", [OpensFile, RunsShell])
+@pytest.mark.parametrize("container", [_zip, _bare_pickle])
+def test_crafted_pickle_is_refused_without_running(
+    gadget: type, container: object, run: Path, good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    marker = tmp_path / "pwned"
+    payload = {**torch.load(run / "checkpoint.pt", weights_only=True), "config": gadget(marker)}
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(container(payload))  # type: ignore[operator]
+    with pytest.raises(CheckpointError, match="refused"):
+        checkpoint.read(evil)
+    code, out, err = cli("predict", evil, good, capsys=capsys)
+    assert code == 2 and out == "" and not marker.exists()
+    assert_one_line_error(err, str(evil))
+    with contextlib.suppress(RuntimeError):  # the control: loading it unsafely does run the gadget
+        torch.load(evil, weights_only=False)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("bad", BAD_CHECKPOINTS, ids=lambda p: p.name)
+def test_corpus_checkpoints_are_refused(bad: Path, good: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(CheckpointError):
+        checkpoint.load_model(bad)
+    code, out, err = cli("predict", bad, good, capsys=capsys)
+    assert code == 2 and out == ""
+    assert_one_line_error(err, str(bad))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [({"format": checkpoint.FORMAT_VERSION + 1}, "newer"), ({"num_classes": 7}, "7 classes"),
+     ({"model": "logreg"}, "do not fit"), ({"model": "no-such-model"}, "no-such-model"),
+     ({"norm": {"mean": 0.0, "std": 0.0}}, "normalisation")],
+)
+def test_incompatible_checkpoints(changes: dict, message: str, good: Path, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    bad = save_run(tmp_path, "lenet5", **changes) / "checkpoint.pt"
+    code, out, err = cli("predict", bad, good, capsys=capsys)
+    assert code == 2 and out == "" and message in err
+    assert_one_line_error(err)
+
+
+@pytest.mark.parametrize("cut", [0, 10, 0.5, -20])
+def test_truncated_checkpoints(cut: float, run: Path, tmp_path: Path) -> None:
+    whole = (run / "checkpoint.pt").read_bytes()
+    end = int(len(whole) * cut) if isinstance(cut, float) else cut
+    (tmp_path / "cut.pt").write_bytes(whole[:end])
+    with pytest.raises(CheckpointError):
+        checkpoint.read(tmp_path / "cut.pt")
+
+
+def test_missing_checkpoint_and_empty_bytes(tmp_path: Path, good: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli("predict", tmp_path, good, capsys=capsys)
+    assert code == 2 and "no checkpoint" in err
+    with pytest.raises(ImageError, match="empty"):
+        decode(b"", "nothing")
