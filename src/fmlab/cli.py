@@ -10,7 +10,12 @@ from typing import Annotated
 import typer
 from typer.exceptions import Abort, Exit, TyperException
 
-from fmlab.errors import FmlabError
+from fmlab.errors import FmlabError, Interrupted
+from fmlab.evaluate.commands import evaluate
+from fmlab.infer.commands import export, predict
+from fmlab.study.commands import study_app
+from fmlab.train.commands import train
+from fmlab.tune.commands import tune_app
 
 app = typer.Typer(
     add_completion=False,
@@ -44,6 +49,14 @@ def data_verify(data_dir: DataDir = None) -> None:
     typer.echo(f"ok: {data.source.path} ({data.source.origin}), 4 files verified")
 
 
+app.command("train")(train)
+app.command("evaluate")(evaluate)
+app.command("predict")(predict)
+app.command("export")(export)
+app.add_typer(study_app, name="study")
+app.add_typer(tune_app, name="tune")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every anticipated failure is one line on stderr and exit status 2."""
     command = typer.main.get_command(app)
@@ -56,6 +69,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(0)
         typer.echo(f"error: {exc.format_message()}".replace("\n", " "), err=True)
         sys.exit(2)
+    except Interrupted as exc:
+        typer.echo(str(exc), err=True)
+        sys.exit(130)
     except FmlabError as exc:
         typer.echo(f"error: {exc}".replace("\n", " "), err=True)
         sys.exit(2)

@@ -145,8 +145,10 @@ def _row_labels(idx: np.ndarray, labels: np.ndarray, prefix: str = "") -> list[s
     return [f"{prefix}#{i}\ntrue {CLASS_NAMES[labels[i]]}" for i in idx]
 
 
-def _evaluate(run: Run, data: FashionMNIST, device: torch.device, seed: int, timing_s: float) -> tuple[dict, dict]:
-    """(metrics.json content, {file name: Figure or text}) for one loaded run."""
+def _evaluate(run: Run, data: FashionMNIST, device: torch.device, seed: int, timing_s: float,
+              figures: bool = True) -> tuple[dict, dict]:
+    """(metrics.json content, {file name: Figure or text}) for one loaded run; without `figures`,
+    only the numbers and the text report (no attributions, no PNGs)."""
     labels, probs = data.y_test, run.probs
     title = f"{run.model_name} ({run.run_dir.name})"
     result = M.compute(labels, probs, CLASS_NAMES)
@@ -158,12 +160,23 @@ def _evaluate(run: Run, data: FashionMNIST, device: torch.device, seed: int, tim
         train_time = sum(h.get("seconds", 0.0) for h in run.history)
     result["training"] = {"train_time_s": train_time, **{k: run.run_metrics.get(k) for k in
                                                           ("status", "epochs_run", "best_epoch", "best_val_acc")}}
+    artifacts: dict[str, Any] = {"classification_report.txt": M.classification_report(labels, probs, CLASS_NAMES)}
+    if figures:
+        artifacts.update(_figures(run, data, device, seed, result, ece, title))
+    result = {"run": str(run.run_dir), "model": run.model_name, "family": run.family,
+              "predictions_source": run.source, **result, "artifacts": sorted([*artifacts, "metrics.json"])}
+    return result, artifacts
+
+
+def _figures(run: Run, data: FashionMNIST, device: torch.device, seed: int, result: dict[str, Any],
+             ece: dict[str, Any], title: str) -> dict[str, Any]:
+    """The per-run figures; also records the attribution faithfulness scores in `result`."""
+    labels, probs = data.y_test, run.probs
     idx = explain.pick_per_class(labels, 1, seed)
     methods = explain.methods_for(run.family)
     maps, sample_probs, faith = _attributions(run, data.x_test[idx], device, methods, seed)
     result["faithfulness"] = faith
     artifacts: dict[str, Any] = {
-        "classification_report.txt": M.classification_report(labels, probs, CLASS_NAMES),
         "confusion_matrix.png": plots.confusion_figure(result["confusion_matrix"], CLASS_NAMES, title),
         "roc.png": plots.roc_figure(labels, probs, CLASS_NAMES, result["roc_auc"], title),
         "reliability.png": plots.reliability_figure(ece["bins"], ece["ece"], title),
@@ -178,9 +191,7 @@ def _evaluate(run: Run, data: FashionMNIST, device: torch.device, seed: int, tim
     }
     if run.history:
         artifacts["training_curves.png"] = plots.curves_figure(run.history, title)
-    result = {"run": str(run.run_dir), "model": run.model_name, "family": run.family,
-              "predictions_source": run.source, **result, "artifacts": sorted([*artifacts, "metrics.json"])}
-    return result, artifacts
+    return artifacts
 
 
 def _write(out_dir: Path, result: dict[str, Any], artifacts: dict[str, Any]) -> None:
@@ -194,17 +205,17 @@ def _write(out_dir: Path, result: dict[str, Any], artifacts: dict[str, Any]) -> 
 
 def evaluate_run(
     run_dir: str | Path, out_dir: str | Path | None = None, data: FashionMNIST | None = None,
-    *, data_dir: str | Path | None = None, seed: int = 0, timing_s: float = 0.5,
+    *, data_dir: str | Path | None = None, seed: int = 0, timing_s: float = 0.5, figures: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate one run on the test split; write metrics.json, the report and figures to out_dir
-    (default RUN_DIR/eval). Returns the metrics.json content plus "out_dir"."""
+    """Evaluate one run on the test split; write metrics.json, the report and (with `figures`) the figures
+    to out_dir (default RUN_DIR/eval). Returns the metrics.json content plus "out_dir"."""
     from fmlab.data import load
 
     device = current_device()
     run = open_run(run_dir, device)  # bad checkpoints fail here, before the data is read
     data = data if data is not None else load(data_dir)
     attach_predictions(run, data, device)
-    result, artifacts = _evaluate(run, data, device, seed, timing_s)
+    result, artifacts = _evaluate(run, data, device, seed, timing_s, figures)
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "eval"
     _write(out, result, artifacts)
     return {**result, "out_dir": str(out)}
@@ -223,10 +234,10 @@ def unique_names(run_dirs: Sequence[Path]) -> list[str]:
 def compare_runs(
     run_dirs: Sequence[str | Path], out_dir: str | Path, data: FashionMNIST | None = None,
     *, data_dir: str | Path | None = None, seed: int = 0, per_class: int = 1, disagreements: int = 6,
-    timing_s: float = 0.5,
+    timing_s: float = 0.5, figures: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate every run into OUT/<run name>/ and write the side-by-side comparison view
-    (comparison.png: Input | model A heatmap | model B heatmap | ...) and comparison.json."""
+    """Evaluate every run into OUT/<run name>/ (figures optional) and write the side-by-side comparison
+    view (comparison.png: Input | model A heatmap | model B heatmap | ...) and comparison.json."""
     from fmlab.data import load
 
     device = current_device()
@@ -235,7 +246,7 @@ def compare_runs(
     for run in runs:
         attach_predictions(run, data, device)
     names = unique_names([r.run_dir for r in runs])
-    evaluated = [_evaluate(run, data, device, seed, timing_s) for run in runs]
+    evaluated = [_evaluate(run, data, device, seed, timing_s, figures) for run in runs]
 
     labels = data.y_test
     base = explain.pick_per_class(labels, per_class, seed)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from threadpoolctl import threadpool_limits
 
 from fmlab import models
 from fmlab.config import TrainConfig
@@ -148,6 +149,9 @@ def fit(
 
     status, t_train = "finished", sum(h["seconds"] for h in history)
     reporter = Reporter(cfg.epochs, steps, enabled=progress)
+    # OpenBLAS threads spin against torch's OpenMP threads on these small matmuls: one BLAS thread
+    # trains the NumPy model 3x faster on 2 cores (and makes its numbers independent of the core count).
+    blas = threadpool_limits(1, user_api="blas") if isinstance(learner, NumpyLearner) else None
     try:
         for epoch in range(len(history) + 1, cfg.epochs + 1):
             seed = _epoch_seed(cfg.seed, epoch)
@@ -203,6 +207,9 @@ def fit(
             f"interrupted during epoch {done + 1}; {done} epoch(s) saved"
             + (f", continue with: fmlab train --resume --out {out}" if out else "")
         ) from None
+    finally:
+        if blas is not None:
+            blas.restore_original_limits()
     reporter.close()
 
     learner.load_weights(best["weights"])

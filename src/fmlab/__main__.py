@@ -1,0 +1,5 @@
+"""`python -m fmlab` is the `fmlab` command."""
+
+from fmlab.cli import main
+
+main()

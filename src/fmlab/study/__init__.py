@@ -1,0 +1,1 @@
+"""Studies: plan trials from a study file, run them (locally or on Dask), summarise, report."""

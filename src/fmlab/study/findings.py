@@ -1,0 +1,74 @@
+"""Sentences that state findings, generated from the numbers (never hard-coded)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MECHANISM = {
+    "linear": "flattens the 28x28 image into 784 numbers and scores each class with one weighted sum: "
+    "no hidden features, so it can only separate classes linearly in pixel space.",
+    "ffnn": "flattens the image into 784 numbers and passes them through fully connected hidden layers; "
+    "every unit sees every pixel, so it learns global templates but has no notion of locality or shift.",
+    "cnn": "slides small learned filters over the 2-D image, so features are local and shared across "
+    "positions; pooling builds tolerance to small shifts before the fully connected classifier.",
+}
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def ci_text(m: dict[str, float]) -> str:
+    if m["n"] < 2 or m["ci_low"] != m["ci_low"]:
+        return f"{pct(m['mean'])} (1 seed)"
+    return f"{pct(m['mean'])} ± {100 * m['std']:.2f} (95% CI {pct(m['ci_low'])} to {pct(m['ci_high'])}, {m['n']} seeds)"
+
+
+def headline(rows: list[dict[str, Any]], best: dict[str, str]) -> list[str]:
+    """One sentence per family (its validation-selected variant), best first."""
+    chosen = [r for r in rows if best.get(r["family"]) == r["variant"]]
+    chosen.sort(key=lambda r: -r["accuracy"]["mean"])
+    return [
+        f"{r['title']}: best variant '{r['variant']}' (chosen on validation accuracy) reaches "
+        f"{ci_text(r['accuracy'])} test accuracy, macro F1 {r['macro_f1']['mean']:.4f}, "
+        f"macro AUC {r['macro_auc']['mean']:.4f}."
+        for r in chosen
+    ]
+
+
+def fit_diagnosis(history: list[dict[str, float]]) -> str:
+    """Read over- or underfitting off one run's curves."""
+    if not history:
+        return "no training curves recorded."
+    last = history[-1]
+    gap = last["train_acc"] - last["val_acc"]
+    losses = [h["val_loss"] for h in history]
+    low = min(range(len(losses)), key=losses.__getitem__)
+    rise = (losses[-1] - losses[low]) / losses[low] if losses[low] > 0 else 0.0
+    text = (f"final train accuracy {pct(last['train_acc'])} vs validation {pct(last['val_acc'])} "
+            f"(gap {100 * gap:.1f} pp)")
+    if low + 1 < len(losses) and rise > 0.1:
+        return (f"{text}; validation loss bottomed at epoch {low + 1} of {len(losses)} and then rose "
+                f"{100 * rise:.0f}%: overfitting — the best checkpoint (by validation accuracy) is kept.")
+    if gap > 0.03:
+        return f"{text}: the model fits training data noticeably better than unseen data (mild overfitting)."
+    if len(history) == 1 or history[-1]["val_acc"] > history[-2]["val_acc"] + 0.002:
+        return (f"{text}; validation accuracy was still rising at the last epoch (train accuracy is averaged "
+                "over each epoch, with dropout and augmentation on): underfitting, more epochs would likely help.")
+    if gap < -0.02:
+        return (f"{text}: validation above training accuracy, the mark of strong regularisation (dropout, "
+                "augmentation, penalties) rather than overfitting.")
+    return f"{text}: train and validation agree, no sign of over- or underfitting."
+
+
+def class_findings(ev: dict[str, Any], class_names: tuple[str, ...]) -> str:
+    per = ev["per_class"]
+    worst = min(per, key=lambda k: per[k]["f1"])
+    best = max(per, key=lambda k: per[k]["f1"])
+    cm = ev["confusion_matrix"]
+    pairs = sorted(
+        ((cm[i][j], class_names[i], class_names[j]) for i in range(10) for j in range(10) if i != j), reverse=True
+    )[:2]
+    conf = "; ".join(f"{a} taken for {b} {n} times" for n, a, b in pairs)
+    return (f"hardest class {worst} (F1 {per[worst]['f1']:.3f}), easiest {best} (F1 {per[best]['f1']:.3f}); "
+            f"top confusions: {conf}.")

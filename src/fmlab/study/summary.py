@@ -1,0 +1,144 @@
+"""Study outputs: per-variant mean/std/CI over seeds, significance tests, sensitivity plots."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmlab.config import StudyConfig
+from fmlab.evaluate import stats
+from fmlab.io import write_json, write_text
+from fmlab.study.plan import BASELINE, resolve_ref, variant_names, varied_keys
+from fmlab.study.run import trial_dir
+
+METRICS = (
+    "accuracy", "macro_f1", "macro_auc", "ece", "train_time_s", "params", "macs", "images_per_s", "latency_ms",
+    "best_val_acc",
+)
+
+
+def trial_record(run_dir: Path) -> dict[str, Any]:
+    """The numbers of one finished trial: training metrics and evaluation metrics, flattened."""
+    train = json.loads((run_dir / "metrics.json").read_text())
+    ev = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    cx = ev["complexity"]
+    return {
+        "accuracy": ev["accuracy"], "macro_f1": ev["averages"]["macro"]["f1"], "macro_auc": ev["roc_auc"]["macro"],
+        "ece": ev["ece"], "train_time_s": train["train_time_s"], "params": cx["params"], "macs": cx["macs_per_image"],
+        "images_per_s": cx["throughput_images_per_s"], "latency_ms": cx["latency_ms"],
+        "best_val_acc": train["best_val_acc"], "status": train["status"],
+    }
+
+
+def correctness(run_dir: Path) -> np.ndarray:
+    pred = np.load(run_dir / "predictions.npz")
+    return pred["logits"].argmax(1) == pred["labels"]
+
+
+def summarise(study: StudyConfig, out: str | Path, wall_s: float | None = None) -> dict[str, Any]:
+    out = Path(out)
+    rows, correct = [], {}
+    for family, fam in study.families.items():
+        changes = varied_keys(study, family)
+        for variant in variant_names(study, family):
+            dirs = [trial_dir(out, family, variant, s) for s in study.seeds]
+            records = [trial_record(d) for d in dirs]
+            correct[(family, variant)] = np.stack([correctness(d) for d in dirs])
+            row: dict[str, Any] = {
+                "family": family, "title": fam.title or family, "model": fam.model, "variant": variant,
+                "changes": changes.get(variant, {}), "seeds": len(records),
+                "diverged": sum(r["status"] == "diverged" for r in records),
+            }
+            for metric in METRICS:
+                row[metric] = stats.mean_ci([r[metric] for r in records])
+            rows.append(row)
+    best = _best_per_family(rows)
+    comparisons = []
+    for row in rows:
+        if row["variant"] != BASELINE:
+            a, b = (row["family"], row["variant"]), (row["family"], BASELINE)
+            comparisons.append({"kind": "variant_vs_baseline", **stats.compare(
+                correct[a], correct[b], f"{a[0]}/{a[1]}", f"{b[0]}/{b[1]}")})
+    for pair in study.compare:
+        (fa, va), (fb, vb) = resolve_ref(study, pair.a), resolve_ref(study, pair.b)
+        a, b = (fa, va or best[fa]), (fb, vb or best[fb])
+        comparisons.append({"kind": "pair", "title": pair.title, **stats.compare(
+            correct[a], correct[b], f"{a[0]}/{a[1]}", f"{b[0]}/{b[1]}")})
+    summary = {
+        "study": study.name, "seeds": study.seeds, "wall_s": wall_s, "rows": rows, "best": best,
+        "comparisons": comparisons,
+    }
+    write_json(out / "summary.json", summary)
+    write_text(out / "summary.csv", _csv(rows))
+    _sensitivity_plots(study, rows, out / "figures")
+    return summary
+
+
+def _best_per_family(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Best variant per family by mean validation accuracy: the test set plays no part in selection."""
+    best: dict[str, tuple[float, str]] = {}
+    for row in rows:
+        score = row["best_val_acc"]["mean"]
+        if row["family"] not in best or score > best[row["family"]][0]:
+            best[row["family"]] = (score, row["variant"])
+    return {family: variant for family, (_, variant) in best.items()}
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    header = ["family", "model", "variant", "seeds", "diverged"]
+    header += [f"{m}_{s}" for m in METRICS for s in ("mean", "std", "ci_low", "ci_high")]
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        values = [row[k] for k in header[:5]]
+        values += [f"{row[m][s]:.6g}" for m in METRICS for s in ("mean", "std", "ci_low", "ci_high")]
+        writer.writerow(values)
+    return buf.getvalue()
+
+
+def _sensitivity_plots(study: StudyConfig, rows: list[dict[str, Any]], folder: Path) -> None:
+    """Test accuracy (mean +- std over seeds) against each hyperparameter a family varies."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fmlab.io import atomic_path
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for family, fam in study.families.items():
+        fam_rows = {r["variant"]: r for r in rows if r["family"] == family}
+        keys = sorted({k for r in fam_rows.values() for k in r["changes"]})
+        if not keys:
+            continue
+        fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.2), squeeze=False)
+        for ax, key in zip(axes[0], keys, strict=True):
+            base_value = fam.baseline.get(key, study.defaults.get(key, "default"))
+            points = [(base_value, fam_rows[BASELINE])] + [
+                (r["changes"][key], r) for r in fam_rows.values() if key in r["changes"]
+            ]
+            labels = [str(v) for v, _ in points]
+            means = [100 * r["accuracy"]["mean"] for _, r in points]
+            errs = [100 * r["accuracy"]["std"] for _, r in points]
+            numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v, _ in points)
+            xs = [float(v) for v, _ in points] if numeric else list(range(len(points)))
+            order = np.argsort(xs)
+            ax.errorbar(np.array(xs)[order], np.array(means)[order], yerr=np.array(errs)[order], marker="o", capsize=3)
+            if numeric and min(xs) > 0 and max(xs) / min(xs) >= 10:
+                ax.set_xscale("log")
+            if not numeric:
+                ax.set_xticks(xs, labels)
+            ax.set_xlabel(key)
+            ax.set_ylabel("test accuracy (%)")
+            ax.grid(alpha=0.3)
+        fig.suptitle(f"{fam.title or family}: sensitivity (baseline and variants, mean ± std over seeds)")
+        fig.tight_layout()
+        with atomic_path(folder / f"sensitivity_{family}.png") as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+        plt.close(fig)
