@@ -12,27 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from fmlab import cli
+from cli_helpers import assert_one_line_error, run_cli
 from fmlab.data import fashion_mnist as fm
 from fmlab.data.fashion_mnist import CHECKSUMS, CLASS_NAMES, FILES
 
 FMLAB = Path(sys.executable).parent / "fmlab"
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    """Run the CLI in this process; return (exit status, stdout, stderr)."""
-    with pytest.raises(SystemExit) as info:
-        cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
-
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2
-    assert err.endswith("\n") and err.count("\n") == 1, err
-    assert err.startswith("error: ") and "Traceback" not in err
-    for needle in needles:
-        assert needle in err
 
 
 @pytest.fixture
@@ -54,7 +38,7 @@ def real_copy(real_data, tmp_path) -> Path:
 
 
 def test_info_json_on_synthetic_folder(capsys, synthetic_trusted):
-    code, out, err = run(capsys, "data", "info", "--json", "--data-dir", str(synthetic_trusted.path))
+    code, out, err = run_cli(capsys, "data", "info", "--json", "--data-dir", str(synthetic_trusted.path))
     assert (code, err) == (0, "")
     info = json.loads(out)
     assert info["path"] == str(synthetic_trusted.path) and info["origin"] == "--data-dir"
@@ -68,18 +52,18 @@ def test_info_json_on_synthetic_folder(capsys, synthetic_trusted):
 
 def test_info_text_and_verify_on_synthetic_folder(capsys, synthetic_trusted, monkeypatch):
     monkeypatch.setenv("FMLAB_DATA_DIR", str(synthetic_trusted.path))
-    code, out, err = run(capsys, "data", "info")
+    code, out, err = run_cli(capsys, "data", "info")
     assert (code, err) == (0, "")
     assert f"found in {synthetic_trusted.path} ($FMLAB_DATA_DIR)" in out
     assert "train 100, val 5,000, test 20" in out
     assert all(name in out for name in CLASS_NAMES)
-    code, out, err = run(capsys, "data", "verify")
+    code, out, err = run_cli(capsys, "data", "verify")
     assert (code, err) == (0, "")
     assert out.startswith("ok: ") and "4 files verified" in out
 
 
 def test_info_rejects_files_with_other_checksums(capsys, synthetic):
-    code, _, err = run(capsys, "data", "info", "--data-dir", str(synthetic.path))
+    code, _, err = run_cli(capsys, "data", "info", "--data-dir", str(synthetic.path))
     assert_one_line_error(code, err, "checksum mismatch", str(synthetic.path))
 
 
@@ -87,7 +71,7 @@ def test_info_rejects_files_with_other_checksums(capsys, synthetic):
 def test_verify_truncated_real_file(capsys, real_copy):
     path = real_copy / FILES["train_labels"]
     path.write_bytes(path.read_bytes()[:-500])
-    code, out, err = run(capsys, "data", "verify", "--data-dir", str(real_copy))
+    code, out, err = run_cli(capsys, "data", "verify", "--data-dir", str(real_copy))
     assert out == ""
     assert_one_line_error(code, err, str(path))
 
@@ -98,7 +82,7 @@ def test_verify_real_file_with_changed_content(capsys, real_copy):
     content = bytearray(gzip.decompress(path.read_bytes()))
     content[100] = (content[100] + 1) % 10  # still a valid label file
     path.write_bytes(gzip.compress(bytes(content)))
-    code, _, err = run(capsys, "data", "verify", "--data-dir", str(real_copy))
+    code, _, err = run_cli(capsys, "data", "verify", "--data-dir", str(real_copy))
     assert_one_line_error(code, err, "checksum mismatch", str(path))
 
 
@@ -134,7 +118,7 @@ def test_verify_real_copy_succeeds_subprocess(real_copy):
     ],
 )
 def test_usage_errors_are_one_line(capsys, argv):
-    code, out, err = run(capsys, *argv)
+    code, out, err = run_cli(capsys, *argv)
     assert out == ""
     assert_one_line_error(code, err)
 
@@ -148,25 +132,25 @@ def test_unknown_option_subprocess():
 @pytest.mark.parametrize("command", ["info", "verify"])
 def test_bad_data_dir(capsys, tmp_path, command):
     missing = tmp_path / "no-such-folder"
-    code, out, err = run(capsys, "data", command, "--data-dir", str(missing))
+    code, out, err = run_cli(capsys, "data", command, "--data-dir", str(missing))
     assert out == ""
     assert_one_line_error(code, err, str(missing), "missing")
 
 
 def test_bad_env_data_dir(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("FMLAB_DATA_DIR", str(tmp_path))
-    code, _, err = run(capsys, "data", "verify")
+    code, _, err = run_cli(capsys, "data", "verify")
     assert_one_line_error(code, err, "$FMLAB_DATA_DIR", str(tmp_path))
 
 
 def test_no_data_anywhere_and_offline(capsys, monkeypatch):
     monkeypatch.setattr(fm, "SYSTEM_DIRS", ())
-    code, _, err = run(capsys, "data", "verify")
+    code, _, err = run_cli(capsys, "data", "verify")
     assert_one_line_error(code, err, "apt-get install dataset-fashion-mnist", "--data-dir", str(fm.cache_dir()))
 
 
 def test_folder_too_small_for_the_default_split(capsys, synthetic, monkeypatch):
     for name, digest in synthetic.checksums.items():
         monkeypatch.setitem(CHECKSUMS, name, digest)
-    code, _, err = run(capsys, "data", "info", "--data-dir", str(synthetic.path))
+    code, _, err = run_cli(capsys, "data", "info", "--data-dir", str(synthetic.path))
     assert_one_line_error(code, err, "val_size")

@@ -13,7 +13,8 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
-from fmlab import cli, models
+from cli_helpers import assert_one_line_error, run_cli
+from fmlab import models
 from fmlab.data import CLASS_NAMES
 from fmlab.data.fashion_mnist import CHECKSUMS
 from fmlab.data.split import to_tensor
@@ -144,18 +145,6 @@ def trusted_data(tmp_path, make_synthetic, monkeypatch):
     return syn
 
 
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
-
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2
-    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err
 
 
 def test_cli_missing_checkpoint(tmp_path, capsys):

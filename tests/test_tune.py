@@ -15,7 +15,7 @@ import torch
 from sklearn.base import clone
 from sklearn.utils.estimator_checks import check_get_params_invariance, check_parameters_default_constructible
 
-from fmlab import cli
+from cli_helpers import run_cli
 from fmlab.errors import ConfigError
 from fmlab.train.learners import penalised_params
 from fmlab.tune import run_tune_section
@@ -217,12 +217,6 @@ def test_parse_param_values():
     assert parse_param("nesterov=true,false") == ("nesterov", [True, False])
 
 
-def run_cli(capsys, *argv: str) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as info:
-        cli.main(list(argv))
-    return info.value.code, capsys.readouterr().err
-
-
 GRID_ERRORS = [
     (["--param", "foo=1,2"], "unknown parameter 'foo'"),
     (["--param", "lr="], "empty value"),
@@ -242,7 +236,7 @@ GRID_ERRORS = [
 
 @pytest.mark.parametrize(("args", "needle"), GRID_ERRORS)
 def test_bad_grids_are_one_line_errors(capsys, args, needle):
-    code, err = run_cli(capsys, "tune", "grid", "--models", "lenet5,simple-cnn", *args, "--epochs", "1")
+    code, _, err = run_cli(capsys, "tune", "grid", "--models", "lenet5,simple-cnn", *args, "--epochs", "1")
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and needle in err, err
 
 
@@ -262,14 +256,14 @@ SPACE_ERRORS = [
 def test_bad_spaces_are_one_line_errors(capsys, tmp_path, line, needle):
     space = tmp_path / "space.toml"
     space.write_text(f"[params]\n{line}\n")
-    code, err = run_cli(capsys, "tune", "optuna", "--model", "mlp", "--space", str(space), "--trials", "1")
+    code, _, err = run_cli(capsys, "tune", "optuna", "--model", "mlp", "--space", str(space), "--trials", "1")
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and needle in err, err
 
 
 def test_bad_optuna_options_are_one_line_errors(capsys, tmp_path):
     for args, needle in ((["--model", "resnet"], "unknown model 'resnet'"), (["--pruner", "asha"], "pruner"),
                          (["--trials", "0"], "trials"), (["--space", str(tmp_path / "none.toml")], "no such file")):
-        code, err = run_cli(capsys, "tune", "optuna", *args)
+        code, _, err = run_cli(capsys, "tune", "optuna", *args)
         assert code == 2 and err.count("\n") == 1 and needle in err, err
 
 
