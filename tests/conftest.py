@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from fmlab.data import FashionMNIST, idx, load
-from fmlab.data.fashion_mnist import FILES
+from fmlab.data.fashion_mnist import CHECKSUMS, FILES
 
 UNREACHABLE_MIRROR = "http://127.0.0.1:9/"
 
@@ -76,3 +76,16 @@ def make_synthetic() -> Callable[..., SyntheticSet]:
 def synthetic(tmp_path: Path) -> SyntheticSet:
     """60 training and 20 test images, balanced over the 10 classes."""
     return write_synthetic(tmp_path / "synthetic")
+
+
+@pytest.fixture
+def make_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., SyntheticSet]:
+    """Factory: a synthetic folder whose checksums fmlab accepts (recorded for this test only)."""
+
+    def make(train_per_class: int = 6, test_per_class: int = 2) -> SyntheticSet:
+        syn = write_synthetic(tmp_path / "trusted", train_per_class, test_per_class)
+        for name, digest in syn.checksums.items():
+            monkeypatch.setitem(CHECKSUMS, name, digest)
+        return syn
+
+    return make

@@ -14,18 +14,15 @@ import pytest
 
 from cli_helpers import assert_one_line_error, run_cli
 from fmlab.data import fashion_mnist as fm
-from fmlab.data.fashion_mnist import CHECKSUMS, CLASS_NAMES, FILES
+from fmlab.data.fashion_mnist import CLASS_NAMES, FILES
 
 FMLAB = Path(sys.executable).parent / "fmlab"
 
 
 @pytest.fixture
-def synthetic_trusted(tmp_path, make_synthetic, monkeypatch):
+def synthetic_trusted(make_trusted):
     """A synthetic set big enough for the default 5,000 validation split, its checksums recorded."""
-    data = make_synthetic(tmp_path / "synthetic", train_per_class=510, test_per_class=2)
-    for name, digest in data.checksums.items():
-        monkeypatch.setitem(CHECKSUMS, name, digest)
-    return data
+    return make_trusted(train_per_class=510, test_per_class=2)
 
 
 @pytest.fixture
@@ -149,8 +146,7 @@ def test_no_data_anywhere_and_offline(capsys, monkeypatch):
     assert_one_line_error(code, err, "apt-get install dataset-fashion-mnist", "--data-dir", str(fm.cache_dir()))
 
 
-def test_folder_too_small_for_the_default_split(capsys, synthetic, monkeypatch):
-    for name, digest in synthetic.checksums.items():
-        monkeypatch.setitem(CHECKSUMS, name, digest)
+def test_folder_too_small_for_the_default_split(capsys, make_trusted):
+    synthetic = make_trusted()
     code, _, err = run_cli(capsys, "data", "info", "--data-dir", str(synthetic.path))
     assert_one_line_error(code, err, "val_size")

@@ -16,7 +16,6 @@ from sklearn import metrics as skm
 from cli_helpers import assert_one_line_error, run_cli
 from fmlab import models
 from fmlab.data import CLASS_NAMES
-from fmlab.data.fashion_mnist import CHECKSUMS
 from fmlab.data.split import to_tensor
 from fmlab.evaluate import complexity, evaluate_run, plots
 from fmlab.evaluate import metrics as M
@@ -137,12 +136,9 @@ def test_ffnn_run_without_predictions_uses_the_checkpoint_and_gradients(tmp_path
 
 
 @pytest.fixture
-def trusted_data(tmp_path, make_synthetic, monkeypatch):
+def trusted_data(make_trusted):
     """A small synthetic data folder whose checksums are accepted."""
-    syn = make_synthetic(tmp_path / "data", train_per_class=2, test_per_class=5)
-    for name, digest in syn.checksums.items():
-        monkeypatch.setitem(CHECKSUMS, name, digest)
-    return syn
+    return make_trusted(train_per_class=2, test_per_class=5)
 
 
 
