@@ -16,6 +16,7 @@ import statistics
 
 import torch
 
+from fmlab import models
 from fmlab.config import TrainConfig
 from fmlab.data import load, make_split
 from fmlab.train.loop import fit
@@ -38,8 +39,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     data = load(args.data_dir)
-    cfg = TrainConfig(model=args.model, optimizer="adamw", lr=1e-3, batch_size=args.batch_size, epochs=args.epochs,
-                      train_size=args.train_size, val_size=args.val_size, device=args.device, amp=False)
+    # the wrapper's exact work: default architecture, constant-rate AdamW, plain cross-entropy, no augmentation
+    cfg = TrainConfig(model=args.model, model_args=models.get(args.model).defaults, optimizer="adamw", lr=1e-3,
+                      schedule="none", label_smoothing=0.0, weight_decay=0.0, augment=False,
+                      batch_size=args.batch_size, epochs=args.epochs, train_size=args.train_size,
+                      val_size=args.val_size, device=args.device, amp=False)
     split = make_split(data, cfg.val_size, cfg.split_seed, cfg.train_size)
     x, y = data.x_train[split.train_idx], data.y_train[split.train_idx]
     n = len(y)

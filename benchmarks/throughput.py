@@ -3,7 +3,8 @@
 The reference projects feed each example through a Dataset that builds a PIL image, converts it
 to a tensor and normalises it, batched by a DataLoader (batch 64). fmlab indexes one uint8
 tensor through its own training step (channels-last by default; the contiguous layout is timed too).
-Both train the same model with the same optimiser and batch size; prints JSON.
+Both train the same model with the same optimiser and batch size; prints JSON (medians of repeats).
+Also reports the `cnn` training step's GFLOP/s against this CPU's measured matmul GFLOP/s.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import argparse
 import json
 import platform
 import time
+from statistics import median
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from fmlab import models
 from fmlab.config import TrainConfig
 from fmlab.data import FashionMNIST, load
+from fmlab.evaluate.complexity import count_macs
 from fmlab.train.loop import Arrays, build_learner
 
 MEAN, STD = 0.2860, 0.3530
@@ -62,10 +66,14 @@ def time_reference(name: str, x: np.ndarray, y: np.ndarray, batch: int, n_batche
     return seen / (time.perf_counter() - t0)
 
 
-def time_fmlab(name: str, data: FashionMNIST, batch: int, n_batches: int, channels_last: bool = True) -> float:
-    """fmlab's own training step (TorchLearner) fed by index batches of the in-memory uint8 tensor."""
-    cfg = TrainConfig(model=name, batch_size=batch, optimizer="adam", lr=1e-3, device="cpu",
-                      channels_last=channels_last)
+def time_fmlab(name: str, data: FashionMNIST, batch: int, n_batches: int, channels_last: bool = True,
+               **recipe: Any) -> float:
+    """fmlab's own training step (TrainConfig/TorchLearner) fed by index batches of the in-memory uint8 tensor.
+
+    Without `recipe`, the reference's exact work: default architecture, Adam 1e-3, plain cross-entropy."""
+    plain = {"model_args": models.get(name).defaults, "optimizer": "adam", "lr": 1e-3, "schedule": "none",
+             "label_smoothing": 0.0, "weight_decay": 0.0, "batch_size": batch}
+    cfg = TrainConfig(model=name, device="cpu", channels_last=channels_last, **(recipe or plain))
     device = torch.device("cpu")
     arrays = Arrays(data, cfg, device)
     learner, _ = build_learner(cfg, device, n_batches)
@@ -77,10 +85,32 @@ def time_fmlab(name: str, data: FashionMNIST, batch: int, n_batches: int, channe
     return seen / (time.perf_counter() - t0)
 
 
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """This CPU's sustained float32 matmul rate, the practical peak a training step can approach."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
+
+
+def cnn_step_gflops(data: FashionMNIST, n_batches: int) -> dict[str, Any]:
+    """GFLOP/s of the `cnn` training step at its recipe batch size: 3 x forward MACs x 2 per image
+    (forward, input gradient and weight gradient each cost about one forward)."""
+    cfg = TrainConfig(model="cnn", device="cpu")
+    flops = 3 * 2 * count_macs(models.build("cnn", **cfg.model_kwargs()))
+    recipe = cfg.model_dump(include={"model_args", "dropout", "batch_size", "optimizer", "lr", "label_smoothing"})
+    images_per_s = median(time_fmlab("cnn", data, cfg.batch_size, n_batches, **recipe) for _ in range(3))
+    return {"model_args": cfg.model_args, "batch_size": cfg.batch_size, "images_per_s": round(images_per_s),
+            "train_gflop_per_image": round(flops / 1e9, 4), "gflops": round(images_per_s * flops / 1e9, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batches", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3, help="each figure is the median of this many runs")
     args = parser.parse_args()
     data = load()
     x, y = data.x_train, data.y_train.astype(np.int64)
@@ -88,18 +118,25 @@ def main() -> None:
     results = {}
     for name, target in targets.items():
         time_fmlab(name, data, args.batch_size, 20)  # warm-up
-        ref = time_reference(name, x, y, args.batch_size, args.batches)
-        ours = time_fmlab(name, data, args.batch_size, args.batches)
-        contiguous = time_fmlab(name, data, args.batch_size, args.batches, channels_last=False)
+        runs: dict[str, list[float]] = {"ref": [], "ours": [], "contiguous": []}
+        for _ in range(args.repeats):  # interleaved, so a slow spell of the machine hits all three alike
+            runs["ref"].append(time_reference(name, x, y, args.batch_size, args.batches))
+            runs["ours"].append(time_fmlab(name, data, args.batch_size, args.batches))
+            runs["contiguous"].append(
+                time_fmlab(name, data, args.batch_size, args.batches, channels_last=False))
+        ref, ours, contiguous = (median(runs[k]) for k in ("ref", "ours", "contiguous"))
         results[name] = {
             "reference_images_per_s": round(ref), "fmlab_images_per_s": round(ours),
             "fmlab_contiguous_images_per_s": round(contiguous), "channels_last_gain": round(ours / contiguous, 2),
             "speedup": round(ours / ref, 2), "target": target, "meets_target": ours / ref >= target,
         }
+    peak = matmul_gflops()
+    cnn = cnn_step_gflops(data, 60)
+    cnn["fraction_of_matmul_peak"] = round(cnn["gflops"] / peak, 3)
     print(json.dumps({
-        "benchmark": "throughput", "batch_size": args.batch_size, "batches": args.batches,
+        "benchmark": "throughput", "batch_size": args.batch_size, "batches": args.batches, "repeats": args.repeats,
         "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__, "models": results,
+        "torch": torch.__version__, "models": results, "matmul_gflops": round(peak, 1), "cnn_training_step": cnn,
     }, indent=2))
 
 

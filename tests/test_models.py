@@ -79,8 +79,16 @@ def test_target_layer(name):
 
 def test_cnn_default_target_is_the_last_conv_block():
     model = models.build("cnn", channels=[8, 16, 24])
-    assert models.target_layer(model, "cnn") is model.features.block3.act
+    assert models.target_layer(model, "cnn") is model.features.block3.conv
     assert models.count_parameters(model) < models.count_parameters(models.build("cnn"))
+
+
+def test_cnn_convs_deepen_blocks_without_moving_the_grad_cam_layer():
+    model = models.build("cnn", channels=[4, 8, 8], convs=[1, 2, 3])
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 6 and [c.in_channels for c in convs] == [1, 4, 8, 8, 8, 8]
+    assert models.target_layer(model, "cnn") is convs[-1]
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 
 
 def test_unknown_model_names_the_choices():
@@ -109,6 +117,8 @@ def test_unknown_argument_names_the_valid_ones():
         ("simple-cnn", {"channels": [4, 8, 16]}),
         ("cnn", {"channels": [32, 64]}),
         ("cnn", {"hidden": 0}),
+        ("cnn", {"convs": [1, 0, 2]}),
+        ("cnn", {"convs": [2, 2]}),
         ("cnn", {"hidden": True}),
         ("logreg", {"dropout": 1.0}),
         ("cnn", {"dropout": -0.1}),

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from fmlab.config import TrainConfig
+from fmlab import models
+from fmlab.config import TrainConfig, validate
 from fmlab.errors import ConfigError, Interrupted
 from fmlab.train import checkpoint
 from fmlab.train.loop import fit
@@ -144,12 +145,52 @@ def test_numpy_model_checkpoint_loads_into_torch_twin(tmp_path):
 
 
 def test_bad_config_values_are_config_errors():
-    from fmlab.config import validate
-
     with pytest.raises(ConfigError, match="unknown key 'lrr'"):
         validate(TrainConfig, {"lrr": 1})
     with pytest.raises(ConfigError, match="lr"):
         validate(TrainConfig, {"lr": -1})
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_every_recipe_is_a_valid_config(name):
+    config = TrainConfig(model=name)
+    for key, value in models.recipe(name).items():
+        got = getattr(config, key)
+        assert got == value or (key == "model_args" and value.items() <= got.items())
+
+
+def test_recipe_fills_only_what_the_config_leaves_unset():
+    recipe = models.recipe("mlp")
+    config = TrainConfig(model="mlp", lr=0.5, model_args={"activation": "tanh"})
+    assert config.lr == 0.5 and config.schedule == recipe["schedule"] == "onecycle"
+    assert config.model_args == {**recipe["model_args"], "activation": "tanh"}
+    assert TrainConfig(model="mlp", model_args={"hidden": [32]}).model_args["hidden"] == [32]
+    assert TrainConfig(model="logreg").schedule == "onecycle" and TrainConfig(model="logreg").batch_size == 128
+    assert TrainConfig(model="no-such-model").lr == TrainConfig.model_fields["lr"].default
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 5, 40])
+def test_onecycle_runs_on_any_number_of_steps(steps):
+    from fmlab.train.learners import Schedule
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], 0.1)
+    schedule = Schedule(opt, cfg(schedule="onecycle", epochs=1, lr=0.1), steps)
+    lrs = []  # the rate each batch trains with
+    for _ in range(steps):
+        lrs.append(schedule.lr)
+        opt.step()
+        schedule.after_batch()
+    assert all(0 <= lr <= 0.1 for lr in lrs)
+    if steps >= 3:  # warms up, then anneals
+        assert lrs[0] < max(lrs) > lrs[-1]
+
+
+def test_flip_tta_follows_flip_training():
+    assert TrainConfig(model="cnn").tta_flip  # the recipe trains on flips and averages flipped views
+    assert not TrainConfig(model="cnn", augment=False).tta_flip
+    assert not TrainConfig(model="cnn", flip=False).tta_flip
+    with pytest.raises(ConfigError, match="tta_flip needs training on flipped images"):
+        validate(TrainConfig, {"model": "cnn", "augment": False, "tta_flip": True})
 
 
 def test_cli_train_and_errors(tmp_path, capsys):
@@ -186,10 +227,7 @@ def test_cli_train_and_errors(tmp_path, capsys):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("model,recipe,floor", [
-    ("mlp", {}, 0.85),
-    ("lenet5", {"lr": 3e-3, "schedule": "onecycle"}, 0.86),
-])
-def test_two_epochs_on_real_data(real_data, model, recipe, floor):
-    result = fit(TrainConfig(model=model, epochs=2, device="cpu", **recipe), data=real_data, progress=False)
+@pytest.mark.parametrize("model,floor", [("mlp", 0.85), ("lenet5", 0.86)])
+def test_two_epochs_on_real_data(real_data, model, floor):
+    result = fit(TrainConfig(model=model, epochs=2, device="cpu"), data=real_data, progress=False)
     assert result.metrics["test_acc"] >= floor

@@ -3,10 +3,14 @@
 simple-cnn: conv 4@5x5 (padding 2) -> relu -> max pool -> conv 8@5x5 -> relu -> max pool -> dropout ->
 FC 10. Fewer filters (4+8 vs 6+16), fewer layers (one FC vs three) and ~1/20 of LeNet-5's parameters.
 
-cnn: three blocks of conv 3x3 (padding 1, no bias) + BatchNorm + ReLU + max pool 2x2
-(28 -> 14 -> 7 -> 3), then FC `hidden` + ReLU + dropout -> 10.
+cnn: three blocks of conv 3x3 (padding 1, no bias) + max pool 2x2 + BatchNorm + ReLU
+(28 -> 14 -> 7 -> 3), then FC `hidden` + ReLU + dropout -> 10. Pooling before BatchNorm and ReLU
+(instead of after) normalises and rectifies a quarter of the values: on a 2-core CPU, 16-32-64 with
+flips trains 1.2x faster per epoch (13.5 -> 11.4 s), and 0.3 pp more accurate in that test.
+`convs` gives each block more 3x3 convolutions (conv + BatchNorm + ReLU at full size before the
+pooled one), for the deeper best-accuracy preset (configs/best.toml).
 
-Grad-CAM explains the activation output of the last convolution (before its pooling).
+Grad-CAM explains the last convolution's output (simple-cnn: its activation), before pooling.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from fmlab.models.lenet import SMALL_CNN_RECIPE
 from fmlab.models.registry import check_dropout, check_positive_int, check_positive_ints, make_activation, register
 
 
@@ -25,6 +30,7 @@ from fmlab.models.registry import check_dropout, check_positive_int, check_posit
     description="Small custom CNN, strictly smaller than LeNet-5: conv 4@5x5, pool, conv 8@5x5, pool, FC 10.",
     target_layer="features.act2",
     family="cnn",
+    recipe=SMALL_CNN_RECIPE,
 )
 class SimpleCNN(nn.Module):
     def __init__(self, channels: Sequence[int], activation: str, dropout: float) -> None:
@@ -48,36 +54,46 @@ class SimpleCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-def conv_block(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(
-        OrderedDict(
-            conv=nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-            bn=nn.BatchNorm2d(c_out),
-            act=nn.ReLU(),
-            pool=nn.MaxPool2d(2),
-        )
-    )
+def conv_block(c_in: int, c_out: int, convs: int = 1) -> nn.Sequential:
+    """`convs` 3x3 convolutions; all but the last with BatchNorm + ReLU at full size, the last pooled first."""
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    for i in range(convs - 1):
+        layers[f"conv{i}"] = nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, padding=1, bias=False)
+        layers[f"bn{i}"] = nn.BatchNorm2d(c_out)
+        layers[f"act{i}"] = nn.ReLU()
+    layers["conv"] = nn.Conv2d(c_in if convs == 1 else c_out, c_out, 3, padding=1, bias=False)
+    layers["pool"] = nn.MaxPool2d(2)
+    layers["bn"] = nn.BatchNorm2d(c_out)
+    layers["act"] = nn.ReLU()
+    return nn.Sequential(layers)
 
 
 @register(
     "cnn",
-    defaults={"channels": (32, 64, 128), "hidden": 128, "dropout": 0.4},
-    description="3 conv blocks (conv3x3 + BatchNorm + ReLU + max pool; 32-64-128), FC 128, dropout, 10.",
-    target_layer="features.block3.act",
+    defaults={"channels": (32, 64, 128), "convs": (1, 1, 1), "hidden": 128, "dropout": 0.4},
+    description="3 conv blocks (conv3x3 + max pool + BatchNorm + ReLU; 32-64-128), FC 128, dropout, 10.",
+    target_layer="features.block3.conv",
     family="cnn",
+    # time-to-accuracy recipe (benchmarks/time_to_accuracy.py), 2-core CPU: 16-32-64 convolutions, flips with
+    # flip test-time averaging, batch 256 at lr 1e-2 for 11 epochs: 92.95% test in 111 s of training
+    recipe={"model_args": {"channels": [16, 32, 64], "hidden": 256}, "dropout": 0.3, "epochs": 11,
+            "batch_size": 256, "lr": 1e-2, "schedule": "onecycle", "label_smoothing": 0.1,
+            "augment": True, "crop": 0, "tta_flip": True},
 )
 class CNN(nn.Module):
-    def __init__(self, channels: Sequence[int], hidden: int, dropout: float) -> None:
+    def __init__(self, channels: Sequence[int], convs: Sequence[int], hidden: int, dropout: float) -> None:
         super().__init__()
-        c1, c2, c3 = check_positive_ints("channels", channels, length=3)
+        widths = check_positive_ints("channels", channels, length=3)
+        depths = check_positive_ints("convs", convs, length=3)
         hidden = check_positive_int("hidden", hidden)
-        self.features = nn.Sequential(
-            OrderedDict(block1=conv_block(1, c1), block2=conv_block(c1, c2), block3=conv_block(c2, c3))
-        )
+        self.features = nn.Sequential(OrderedDict(
+            (f"block{i + 1}", conv_block(c_in, c_out, n))
+            for i, (c_in, c_out, n) in enumerate(zip((1, *widths[:2]), widths, depths, strict=True))
+        ))
         self.classifier = nn.Sequential(
             OrderedDict(
                 flatten=nn.Flatten(),
-                fc=nn.Linear(c3 * 3 * 3, hidden),
+                fc=nn.Linear(widths[2] * 3 * 3, hidden),
                 act=nn.ReLU(),
                 drop=nn.Dropout(check_dropout(dropout)),
                 out=nn.Linear(hidden, 10),

@@ -15,6 +15,9 @@ from torch import Tensor, nn
 from fmlab.models.registry import check_choice, check_dropout, make_activation, register
 
 POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
+# LeNet-5 and simple-cnn train alike, so comparing them compares architectures (2-core CPU, full split:
+# lenet5 88.2% test in 25 s, simple-cnn 86.6% in 16 s; AdamW 1e-3 without a schedule gave lenet5 84.9%)
+SMALL_CNN_RECIPE = {"lr": 3e-3, "schedule": "onecycle", "weight_decay": 1e-4, "epochs": 4}
 
 
 @register(
@@ -23,6 +26,7 @@ POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
     description="LeNet-5 (1998): conv 6@5x5, pool, conv 16@5x5, pool, FC 120, FC 84, 10; tanh + average pooling.",
     target_layer="features.act2",
     family="cnn",
+    recipe=SMALL_CNN_RECIPE,
 )
 class LeNet5(nn.Module):
     def __init__(self, activation: str, pool: str, dropout: float) -> None:

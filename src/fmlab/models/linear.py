@@ -17,6 +17,7 @@ from fmlab.models.registry import check_dropout, register
     defaults={"dropout": 0.0},
     description="Softmax regression on the 784 pixels (linear baseline); dropout acts on the input.",
     family="linear",
+    recipe={"lr": 3e-3, "schedule": "onecycle", "epochs": 3},
 )
 class LogReg(nn.Sequential):
     def __init__(self, dropout: float) -> None:

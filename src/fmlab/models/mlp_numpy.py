@@ -32,6 +32,7 @@ register(
     description="The mlp network written from scratch in NumPy (hand-written backward pass, SGD/Adam).",
     family="ffnn",
     numpy=True,
+    recipe={"optimizer": "adam", "lr": 1e-3, "schedule": "cosine", "epochs": 6},
 )(MLP)
 
 Params = dict[str, np.ndarray]

@@ -8,7 +8,7 @@ helpers below and raise ConfigError on a bad value; `build` rejects unknown argu
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from torch import nn
@@ -25,6 +25,7 @@ class ModelSpec:
     target_layer: str | None  # dotted path of the Grad-CAM layer (last conv activation), None for non-CNNs
     family: str  # "linear" | "ffnn" | "cnn"
     numpy: bool = False  # trained by the NumPy engine (fmlab.models.mlp_numpy); `builder` gives its torch twin
+    recipe: dict[str, Any] = field(default_factory=dict)  # TrainConfig defaults for this model (fmlab.config)
 
 
 B = TypeVar("B", bound=Callable[..., nn.Module])
@@ -40,8 +41,12 @@ def register(
     target_layer: str | None = None,
     family: str,
     numpy: bool = False,
+    recipe: dict[str, Any] | None = None,
 ) -> Callable[[B], B]:
-    """Decorator for a builder (function or nn.Module class): register `builder(**defaults)` under `name`."""
+    """Decorator for a builder (function or nn.Module class): register `builder(**defaults)` under `name`.
+
+    `recipe` holds the model's measured training recipe: TrainConfig values used unless a config sets them.
+    """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     if "dropout" not in defaults:
@@ -50,7 +55,9 @@ def register(
     def decorator(builder: B) -> B:
         if name in _REGISTRY:
             raise ValueError(f"model '{name}' is already registered")
-        _REGISTRY[name] = ModelSpec(name, builder, dict(defaults), description, target_layer, family, numpy)
+        _REGISTRY[name] = ModelSpec(
+            name, builder, dict(defaults), description, target_layer, family, numpy, dict(recipe or {})
+        )
         return builder
 
     return decorator
@@ -65,6 +72,12 @@ def get(name: str) -> ModelSpec:
         return _REGISTRY[name]
     except KeyError:
         raise ConfigError(f"unknown model '{name}'; choose one of: {', '.join(names())}") from None
+
+
+def recipe(name: Any) -> dict[str, Any]:
+    """The registered training recipe of `name`; {} for an unknown name (validation reports it later)."""
+    spec = _REGISTRY.get(name) if isinstance(name, str) else None
+    return dict(spec.recipe) if spec else {}
 
 
 def build(name: str, **overrides: Any) -> nn.Module:
