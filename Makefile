@@ -34,6 +34,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/eval_speed.py
 	$(BIN)/python benchmarks/skorch_overhead.py
+	$(BIN)/python benchmarks/time_to_accuracy.py
+	$(BIN)/python benchmarks/study_walltime.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -144,3 +144,21 @@ def test_dropout_changes_train_mode_but_not_eval_mode(name):
         assert not torch.allclose(dropped(x), dropped(x))
         plain.train()
         torch.testing.assert_close(plain(x), plain(x))
+
+
+def test_models_command_lists_every_model_with_its_recipe(capsys):
+    import json
+
+    from cli_helpers import run_cli
+    from fmlab.config import TrainConfig
+
+    code, out, _ = run_cli(capsys, "models", "--json")
+    rows = json.loads(out)
+    assert code == 0 and sorted(rows) == models.names()
+    for name, row in rows.items():
+        assert row["recipe"] == json.loads(json.dumps(models.recipe(name)))
+        built = models.build(name, **TrainConfig(model=name).model_kwargs())
+        assert row["params"] == models.count_parameters(built)
+    assert rows["cnn"]["params"] < models.count_parameters(models.build("cnn"))  # the recipe's 16-32-64
+    code, text, _ = run_cli(capsys, "models")
+    assert code == 0 and all(f"{name} (" in text for name in models.names()) and "recipe: " in text

@@ -49,6 +49,26 @@ def data_verify(data_dir: DataDir = None) -> None:
     typer.echo(f"ok: {data.source.path} ({data.source.origin}), 4 files verified")
 
 
+@app.command("models")
+def list_models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every registered model: family, default arguments, training recipe, parameters as the recipe builds it."""
+    from fmlab import models
+    from fmlab.config import TrainConfig
+
+    rows = {
+        name: {"family": spec.family, "description": spec.description, "defaults": spec.defaults,
+               "recipe": spec.recipe,
+               "params": models.count_parameters(models.build(name, **TrainConfig(model=name).model_kwargs()))}
+        for name, spec in ((n, models.get(n)) for n in models.names())
+    }
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for name, row in rows.items():
+        recipe = ", ".join(f"{k}={v}" for k, v in row["recipe"].items()) or "TrainConfig defaults"
+        typer.echo(f"{name} ({row['family']}, {row['params']:,} parameters): {row['description']}\n  recipe: {recipe}")
+
+
 app.command("train")(train)
 app.command("evaluate")(evaluate)
 app.command("predict")(predict)

@@ -71,7 +71,7 @@ def conv_block(c_in: int, c_out: int, convs: int = 1) -> nn.Sequential:
 @register(
     "cnn",
     defaults={"channels": (32, 64, 128), "convs": (1, 1, 1), "hidden": 128, "dropout": 0.4},
-    description="3 conv blocks (conv3x3 + max pool + BatchNorm + ReLU; 32-64-128), FC 128, dropout, 10.",
+    description="3 conv blocks (conv3x3 + max pool + BatchNorm + ReLU; 32-64-128, recipe 16-32-64), FC, dropout.",
     target_layer="features.block3.conv",
     family="cnn",
     # time-to-accuracy recipe (benchmarks/time_to_accuracy.py), 2-core CPU: 16-32-64 convolutions, flips with
