@@ -42,9 +42,9 @@ def main() -> None:
                          "test_acc": round(result.metrics["test_acc"], 4), "epochs": len(result.history)})
         mean_acc = statistics.mean(r["test_acc"] for r in runs)
         mean_s = statistics.mean(r["train_s"] for r in runs)
-        target = TARGETS.get(name)
+        target, recipe = TARGETS.get(name), models.recipe(name)
         results[name] = {
-            "recipe": {**models.recipe(name), "model_args": models.get(name).defaults},
+            "recipe": {**recipe, "model_args": {**models.get(name).defaults, **recipe.get("model_args", {})}},
             "runs": runs, "mean_test_acc": round(mean_acc, 4), "mean_train_s": round(mean_s, 1),
             "target": target,
             "meets_target": None if target is None else mean_acc >= target["test_acc"] and mean_s <= target["train_s"],

@@ -22,7 +22,7 @@ class ModelSpec:
     builder: Callable[..., nn.Module]
     defaults: dict[str, Any]
     description: str
-    target_layer: str | None  # dotted path of the Grad-CAM layer (last conv activation), None for non-CNNs
+    target_layer: str | None  # dotted path of the Grad-CAM layer (last conv output or activation), None for non-CNNs
     family: str  # "linear" | "ffnn" | "cnn"
     numpy: bool = False  # trained by the NumPy engine (fmlab.models.mlp_numpy); `builder` gives its torch twin
     recipe: dict[str, Any] = field(default_factory=dict)  # TrainConfig defaults for this model (fmlab.config)
