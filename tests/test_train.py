@@ -193,6 +193,13 @@ def test_flip_tta_follows_flip_training():
         validate(TrainConfig, {"model": "cnn", "augment": False, "tta_flip": True})
 
 
+def test_recipe_weight_decay_follows_its_optimizer():
+    assert TrainConfig(model="cnn").weight_decay == 0.05  # the recipe's AdamW decay
+    assert TrainConfig(model="cnn", optimizer="adamw").weight_decay == 0.05
+    assert TrainConfig(model="cnn", optimizer="sgd").weight_decay == 0.0
+    assert TrainConfig(model="cnn", optimizer="sgd", weight_decay=5e-4).weight_decay == 5e-4
+
+
 def test_cli_train_and_errors(tmp_path, capsys):
     from fmlab.cli import main
 
