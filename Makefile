@@ -33,7 +33,6 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/eval_speed.py
-	$(BIN)/python benchmarks/skorch_overhead.py
 	$(BIN)/python benchmarks/time_to_accuracy.py
 	$(BIN)/python benchmarks/study_walltime.py
 

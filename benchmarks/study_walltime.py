@@ -16,21 +16,24 @@ from pathlib import Path
 
 import torch
 
+from fmlab.runs import StudyDir
 from fmlab.study.run import run_study
 
 TARGET_S = 15 * 60
 
 
-def per_family(study_dir: Path) -> dict[str, dict[str, float]]:
+def per_family(layout: StudyDir) -> dict[str, dict[str, float]]:
     """Trials, training seconds and trial wall seconds (training + evaluation) summed per family."""
+    study = layout.read_study()
     out: dict[str, dict[str, float]] = defaultdict(lambda: {"trials": 0, "train_s": 0.0, "trial_wall_s": 0.0})
-    for done in sorted((study_dir / "trials").glob("*/*/seed*/done.json")):
-        family = done.parent.parent.parent.name
-        metrics = json.loads((done.parent / "metrics.json").read_text())
-        row = out[family]
-        row["trials"] += 1
-        row["train_s"] += metrics["train_time_s"]
-        row["trial_wall_s"] += json.loads(done.read_text())["wall_s"]
+    for family, fam in study.families.items():
+        for variant in ("baseline", *fam.variants):
+            for seed in study.seeds:
+                run = layout.trial(family, variant, seed)
+                row = out[family]
+                row["trials"] += 1
+                row["train_s"] += run.read_metrics()["train_time_s"]
+                row["trial_wall_s"] += run.read_done()["wall_s"]
     return {k: {m: round(v, 1) for m, v in row.items()} for k, row in out.items()}
 
 
@@ -44,12 +47,13 @@ def main() -> None:
     else:
         study_dir = Path(tempfile.mkdtemp(prefix="fmlab-walltime-"))
         run_study(args.config, study_dir, log=lambda _: None)
-    timings = json.loads((study_dir / "timings.json").read_text())
-    seeds = json.loads((study_dir / "study.json").read_text())["seeds"]
+    layout = StudyDir(study_dir)
+    timings = layout.read_timings()
+    seeds = layout.read_study().seeds
     print(json.dumps({
         "benchmark": "study_walltime", "study": str(args.source or args.config), "seeds": len(seeds),
         "stages_s": {k: round(v, 1) for k, v in timings.items() if k.endswith("_s")},
-        "trials": timings["trials"], "skipped": timings["skipped"], "families": per_family(study_dir),
+        "trials": timings["trials"], "skipped": timings["skipped"], "families": per_family(layout),
         "target_s": TARGET_S, "meets_target": timings["total_s"] <= TARGET_S and timings["skipped"] == 0,
         "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
     }, indent=2))

@@ -23,10 +23,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from fmlab import models
-from fmlab.config import TrainConfig
 from fmlab.data import FashionMNIST, load
 from fmlab.evaluate.complexity import count_macs
-from fmlab.train.loop import Arrays, build_learner
+from fmlab.runs import resolve
+from fmlab.train.fit import split_arrays
+from fmlab.train.loop import build_learner
 
 MEAN, STD = 0.2860, 0.3530
 
@@ -68,19 +69,18 @@ def time_reference(name: str, x: np.ndarray, y: np.ndarray, batch: int, n_batche
 
 def time_fmlab(name: str, data: FashionMNIST, batch: int, n_batches: int, channels_last: bool = True,
                **recipe: Any) -> float:
-    """fmlab's own training step (TrainConfig/TorchLearner) fed by index batches of the in-memory uint8 tensor.
+    """fmlab's own training step (resolved spec, TorchLearner) fed by index batches of the in-memory uint8 tensor.
 
-    Without `recipe`, the reference's exact work: default architecture, Adam 1e-3, plain cross-entropy."""
-    plain = {"model_args": models.get(name).defaults, "optimizer": "adam", "lr": 1e-3, "schedule": "none",
-             "label_smoothing": 0.0, "weight_decay": 0.0, "batch_size": batch}
-    cfg = TrainConfig(model=name, device="cpu", channels_last=channels_last, **(recipe or plain))
+    Without `recipe`, the reference's exact work: Adam 1e-3, plain cross-entropy."""
+    plain = {"optimizer": "adam", "lr": 1e-3, "schedule": "none", "label_smoothing": 0.0, "weight_decay": 0.0,
+             "batch_size": batch}
+    spec = resolve([("benchmark", {"model": name, "channels_last": channels_last, **(recipe or plain)})])
     device = torch.device("cpu")
-    arrays = Arrays(data, cfg, device)
-    learner, _ = build_learner(cfg, device, n_batches)
-    x, y = arrays.train
+    (x, y), _, (mean, std) = split_arrays(data, spec, device)
+    learner = build_learner(spec, device, n_batches)
     t0, seen = time.perf_counter(), 0
     for idx in torch.randperm(len(y))[: batch * n_batches].split(batch):
-        learner.train_batch(arrays.normalise(x[idx]), y[idx])
+        learner.train_batch((x[idx].float() / 255.0 - mean) / std, y[idx])
         seen += len(idx)
     return seen / (time.perf_counter() - t0)
 
@@ -98,11 +98,11 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
 def cnn_step_gflops(data: FashionMNIST, n_batches: int) -> dict[str, Any]:
     """GFLOP/s of the `cnn` training step at its recipe batch size: 3 x forward MACs x 2 per image
     (forward, input gradient and weight gradient each cost about one forward)."""
-    cfg = TrainConfig(model="cnn", device="cpu")
-    flops = 3 * 2 * count_macs(models.build("cnn", **cfg.model_kwargs()))
-    recipe = cfg.model_dump(include={"model_args", "dropout", "batch_size", "optimizer", "lr", "label_smoothing"})
-    images_per_s = median(time_fmlab("cnn", data, cfg.batch_size, n_batches, **recipe) for _ in range(3))
-    return {"model_args": cfg.model_args, "batch_size": cfg.batch_size, "images_per_s": round(images_per_s),
+    spec = resolve([("benchmark", {"model": "cnn"})])
+    flops = 3 * 2 * count_macs(models.build("cnn", **spec.model_args))
+    recipe = spec.model_dump(include={"batch_size", "optimizer", "lr", "label_smoothing"})
+    images_per_s = median(time_fmlab("cnn", data, spec.batch_size, n_batches, **recipe) for _ in range(3))
+    return {"model_args": spec.model_args, "batch_size": spec.batch_size, "images_per_s": round(images_per_s),
             "train_gflop_per_image": round(flops / 1e9, 4), "gflops": round(images_per_s * flops / 1e9, 1)}
 
 

@@ -17,9 +17,9 @@ import time
 import torch
 
 from fmlab import models
-from fmlab.config import TrainConfig
 from fmlab.data import load
-from fmlab.train.loop import fit
+from fmlab.runs import resolve
+from fmlab.train.fit import fit
 
 TARGETS = {"mlp": {"test_acc": 0.895, "train_s": 30.0}, "cnn": {"test_acc": 0.930, "train_s": 120.0}}
 
@@ -34,9 +34,9 @@ def main() -> None:
     for name in args.models:
         runs = []
         for seed in args.seeds:
-            cfg = TrainConfig(model=name, seed=seed, device="cpu")  # the model's recipe fills the rest
+            spec = resolve([("benchmark", {"model": name, "seed": seed})])  # the model's recipe fills the rest
             t0 = time.perf_counter()
-            result = fit(cfg, data=data, progress=False)
+            result = fit(spec, data=data, device="cpu", progress=False)
             runs.append({"seed": seed, "train_s": round(result.train_time_s, 1),
                          "fit_wall_s": round(time.perf_counter() - t0, 1),
                          "test_acc": round(result.metrics["test_acc"], 4), "epochs": len(result.history)})
@@ -44,7 +44,7 @@ def main() -> None:
         mean_s = statistics.mean(r["train_s"] for r in runs)
         target = TARGETS.get(name)
         results[name] = {
-            "recipe": {**models.recipe(name), "model_args": {**models.get(name).defaults, **cfg.model_kwargs()}},
+            "recipe": models.recipe(name), "model_args": spec.model_args,
             "runs": runs, "mean_test_acc": round(mean_acc, 4), "mean_train_s": round(mean_s, 1),
             "target": target,
             "meets_target": None if target is None else mean_acc >= target["test_acc"] and mean_s <= target["train_s"],

@@ -41,3 +41,33 @@ def write_idx_folder(folder: Path, data: FashionMNIST) -> dict[str, str]:
         idx.write(folder / name, arrays[key])
         sums[name] = idx.sha256(idx.encode(arrays[key]))
     return sums
+
+
+def trained_run(folder: Path, model: str, data: FashionMNIST | None = None, **settings: object):
+    """A finished run folder, as `fmlab train` writes it: `model` trained for one epoch on a small synthetic set."""
+    from fmlab.runs import RunDir, resolve
+    from fmlab.train.fit import fit
+
+    data = data if data is not None else make_data(200, 100)
+    spec = resolve([("test", {"model": model, "epochs": 1, "val_size": 50, "batch_size": 32, **settings})])
+    fit(spec, folder, data=data, device="cpu", progress=False)
+    return RunDir(folder)
+
+
+NORM = (0.286, 0.353)
+
+
+def checkpoint_file(path: Path, name: str, net=None, **changes: object) -> Path:
+    """A bare checkpoint file of `name` (seeded untrained weights unless `net` is given), payload keys
+    replaced by `changes`."""
+    import torch
+
+    from fmlab import models
+    from fmlab.runs import Predictor, resolve
+    from fmlab.train import checkpoint
+
+    torch.manual_seed(0)
+    spec = resolve([("test", {"model": name})])
+    net = net if net is not None else models.build(name, **spec.model_args)
+    checkpoint.save(path, {**Predictor(net, spec, *NORM).payload("test"), **changes})
+    return path

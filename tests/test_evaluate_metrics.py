@@ -10,27 +10,20 @@ from fmlab.evaluate import metrics as M
 
 
 @pytest.fixture(scope="module")
-def predictions(tmp_path_factory):
-    """A predictions.npz as fmlab train writes it: random but fixed, better than chance."""
+def predictions():
+    """Labels and probabilities: random but fixed, better than chance."""
     rng = np.random.default_rng(42)
     labels = rng.integers(0, 10, size=2000)
     logits = rng.normal(size=(2000, 10)) * 2
     logits[np.arange(2000), labels] += 2.5
-    logits = logits.astype(np.float32)
-    probs = np.exp(logits - logits.max(1, keepdims=True))
-    probs = (probs / probs.sum(1, keepdims=True)).astype(np.float32)
-    path = tmp_path_factory.mktemp("run") / "predictions.npz"
-    np.savez_compressed(path, logits=logits, probs=probs, labels=labels.astype(np.int64))
-    return path
+    return labels, M.softmax(logits)
 
 
 def test_metrics_agree_with_sklearn(predictions):
-    labels, probs = M.load_predictions(predictions)
+    labels, probs = predictions
     got = M.compute(labels, probs, CLASS_NAMES)
-    # independent sklearn computation straight from the file
-    z = np.load(predictions)
-    y, p = z["labels"], z["probs"].astype(np.float64)
-    p = p / p.sum(1, keepdims=True)
+    # independent sklearn computation
+    y, p = labels, probs
     pred = p.argmax(1)
     assert got["n"] == len(y)
     assert got["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
@@ -107,7 +100,7 @@ def test_top_confusions():
 
 
 def test_classification_report_has_class_names(predictions):
-    labels, probs = M.load_predictions(predictions)
+    labels, probs = predictions
     text = M.classification_report(labels, probs, CLASS_NAMES)
     assert all(name in text for name in CLASS_NAMES)
     assert "macro avg" in text

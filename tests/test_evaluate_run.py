@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from sklearn import metrics as skm
@@ -16,15 +14,11 @@ from sklearn import metrics as skm
 from cli_helpers import assert_one_line_error, run_cli
 from fmlab import models
 from fmlab.data import CLASS_NAMES
-from fmlab.data.split import to_tensor
 from fmlab.evaluate import complexity, evaluate_run, plots
-from fmlab.evaluate import metrics as M
-from fmlab.io import write_json
-from fmlab.train import checkpoint
-from synthetic import make_data
+from fmlab.runs import RunDir
+from synthetic import make_data, trained_run
 
 DATA = make_data(n_train=100, n_test=300)
-NORM = (0.25, 0.35)
 FAST = {"timing_s": 0.02}
 ARTIFACTS = {
     "metrics.json", "classification_report.txt", "confusion_matrix.png", "roc.png", "training_curves.png",
@@ -32,59 +26,43 @@ ARTIFACTS = {
 }
 
 
-def make_run(folder: Path, name: str, data=DATA, predictions: bool = True, seed: int = 0, **model_args) -> Path:
-    """A run directory as `fmlab train` writes it, for an untrained (seeded) model."""
-    torch.manual_seed(seed)
-    args = {**models.get(name).defaults, **model_args}
-    model = models.build(name, **args).eval()
-    config = {"model": name, "model_args": args, "seed": seed, "epochs": 3}
-    folder.mkdir(parents=True)
-    checkpoint.save(folder / "checkpoint.pt", checkpoint.model_payload(model, name, args, config, NORM))
-    write_json(folder / "config.json", config)
-    with open(folder / "history.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"])
-        for e in range(1, 4):
-            w.writerow([e, 2.0 / e, 0.5 + 0.1 * e, 2.1 / e, 0.45 + 0.1 * e, 1e-3, 1.5])
-    write_json(folder / "metrics.json", {"status": "finished", "train_time_s": 4.5, "epochs_run": 3, "best_epoch": 3})
-    if predictions:
-        with torch.no_grad():
-            logits = model(to_tensor(data.x_test, *NORM)).numpy().astype(np.float32)
-        probs = torch.from_numpy(logits).softmax(1).numpy()
-        np.savez_compressed(folder / "predictions.npz", logits=logits, probs=probs, labels=data.y_test)
-    return folder
+def make_run(folder: Path, name: str, seed: int = 0, **model_args) -> RunDir:
+    """A finished run folder as `fmlab train` writes it (one epoch on the synthetic set)."""
+    return trained_run(folder, name, DATA, seed=seed, model_args=model_args)
 
 
 @pytest.fixture(scope="module")
 def cnn_result(tmp_path_factory):
     run = make_run(tmp_path_factory.mktemp("runs") / "simple", "simple-cnn")
-    return run, evaluate_run(run, data=DATA, **FAST)
+    return run, evaluate_run(run.path, data=DATA, **FAST)
 
 
 def test_evaluate_run_writes_every_artifact(cnn_result):
     run, result = cnn_result
-    out = run / "eval"
+    out = run.eval.path
     assert result["out_dir"] == str(out)
-    assert {p.name for p in out.iterdir()} >= ARTIFACTS
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+    assert {p.name for p in out.iterdir()} == ARTIFACTS
     for png in out.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    saved = json.loads((out / "metrics.json").read_text())
-    assert saved["predictions_source"] == "predictions.npz"
+    saved = run.eval.read_metrics()
+    assert saved["predictions_source"] == "recorded" and saved["key"] == run.read_spec()[1]
     assert saved["model"] == "simple-cnn" and saved["family"] == "cnn"
     assert set(saved["artifacts"]) == ARTIFACTS
     report = (out / "classification_report.txt").read_text()
     assert all(name in report for name in CLASS_NAMES)
+    assert run.problem(evaluated=True) is None
+    (out / "roc.png").unlink()
+    assert "evaluation outputs are missing (roc.png)" in run.problem(evaluated=True)
 
 
 def test_run_metrics_match_sklearn_on_predictions(cnn_result):
     run, result = cnn_result
-    z = np.load(run / "predictions.npz")
-    pred = z["probs"].argmax(1)
-    assert result["accuracy"] == pytest.approx(skm.accuracy_score(z["labels"], pred))
-    assert result["confusion_matrix"] == skm.confusion_matrix(z["labels"], pred, labels=range(10)).tolist()
+    recorded = run.read_predictions()
+    pred = recorded.probs.argmax(1)
+    assert result["accuracy"] == pytest.approx(skm.accuracy_score(recorded.labels, pred))
+    assert result["confusion_matrix"] == skm.confusion_matrix(recorded.labels, pred, labels=range(10)).tolist()
     assert result["averages"]["macro"]["f1"] == pytest.approx(
-        skm.f1_score(z["labels"], pred, average="macro", labels=range(10), zero_division=0)
+        skm.f1_score(recorded.labels, pred, average="macro", labels=range(10), zero_division=0)
     )
 
 
@@ -94,11 +72,18 @@ def test_complexity_and_training_recorded(cnn_result):
     model = models.build("simple-cnn")
     assert c["params"] == models.count_parameters(model)
     assert c["macs_per_image"] == complexity.count_macs(model) > c["params"]
-    assert c["checkpoint_bytes"] == (run / "checkpoint.pt").stat().st_size
+    assert c["checkpoint_bytes"] == run.checkpoint.stat().st_size
     assert c["throughput_images_per_s"] > 0 and c["latency_ms"] > 0 and c["throughput_batch_size"] == 256
-    assert result["training"]["train_time_s"] == 4.5
+    assert result["training"]["train_time_s"] == run.read_metrics()["train_time_s"] > 0
     faith = result["faithfulness"]["gradcam"]
     assert 0 <= faith["deletion_auc"] <= 1 and 0 <= faith["insertion_auc"] <= 1
+
+
+def test_macs_count_the_flip_averaged_predictor_twice(tmp_path):
+    run = trained_run(tmp_path / "cnn", "cnn", DATA, model_args={"channels": [4, 8, 8], "hidden": 16})
+    predictor = run.read_predictor()
+    assert predictor.spec.tta_flip
+    assert complexity.count_macs(predictor.module) == 2 * complexity.count_macs(predictor.net)
 
 
 def test_count_macs_by_hand():
@@ -108,8 +93,8 @@ def test_count_macs_by_hand():
 
 def test_roc_figure_has_ten_class_panels_and_an_overlay(cnn_result):
     run, result = cnn_result
-    labels, probs = M.load_predictions(run / "predictions.npz")
-    fig = plots.roc_figure(labels, probs, CLASS_NAMES, result["roc_auc"])
+    recorded = run.read_predictions()
+    fig = plots.roc_figure(recorded.labels, recorded.probs, CLASS_NAMES, result["roc_auc"])
     assert len(fig.axes) == 11
     panels, overlay = fig.axes[1:], fig.axes[0]
     for ax, name in zip(panels, CLASS_NAMES, strict=True):
@@ -120,16 +105,23 @@ def test_roc_figure_has_ten_class_panels_and_an_overlay(cnn_result):
     assert any(t.startswith("macro-average") for t in labels_in_legend)
 
 
-def test_ffnn_run_without_predictions_uses_the_checkpoint_and_gradients(tmp_path):
-    run = make_run(tmp_path / "mlp", "mlp", predictions=False, hidden=[32])
-    result = evaluate_run(run, tmp_path / "out", data=DATA, **FAST)
-    assert result["predictions_source"] == "checkpoint"
+def test_ffnn_run_on_another_test_set_is_scored_by_its_predictor(tmp_path):
+    run = make_run(tmp_path / "mlp", "mlp", hidden=[32])
+    other = make_data(n_train=100, n_test=300, seed=7)
+    result = evaluate_run(run.path, tmp_path / "out", data=other, **FAST)
+    assert result["predictions_source"] == "predictor"
     assert set(result["faithfulness"]) == {"saliency", "integrated_gradients"}
-    model, _ = checkpoint.load_model(run)
-    with torch.no_grad():
-        pred = model(to_tensor(DATA.x_test, *NORM)).argmax(1).numpy()
-    assert result["accuracy"] == pytest.approx((pred == DATA.y_test).mean())
+    pred = run.read_predictor().logits(other.x_test).argmax(1).numpy()
+    assert result["accuracy"] == pytest.approx((pred == other.y_test).mean())
     assert (tmp_path / "out" / "attributions.png").is_file()
+
+
+def test_evaluation_never_writes_into_a_run_folder(tmp_path, capsys):
+    run = make_run(tmp_path / "run", "logreg")
+    before = run.read_metrics()
+    code, _, err = run_cli(capsys, "evaluate", str(run.path), "--out", str(run.path))
+    assert_one_line_error(code, err, "is a run folder")
+    assert run.read_metrics() == before
 
 
 # ---- the command line ---------------------------------------------------------------------------
@@ -145,39 +137,49 @@ def trusted_data(make_trusted):
 
 def test_cli_missing_checkpoint(tmp_path, capsys):
     run = make_run(tmp_path / "run", "logreg")
-    (run / "checkpoint.pt").unlink()
-    code, _, err = run_cli(capsys, "evaluate", str(run))
-    assert_one_line_error(code, err, "no checkpoint")
-    assert not (run / "eval").exists()
+    run.checkpoint.unlink()
+    code, _, err = run_cli(capsys, "evaluate", str(run.path))
+    assert_one_line_error(code, err, "not a finished run", "no checkpoint")
+    assert not run.eval.path.exists()
 
 
 def test_cli_corrupt_checkpoint(tmp_path, capsys):
     run = make_run(tmp_path / "run", "logreg")
-    data = (run / "checkpoint.pt").read_bytes()
-    (run / "checkpoint.pt").write_bytes(data[: len(data) // 2])
-    code, _, err = run_cli(capsys, "evaluate", str(run), "--out", str(tmp_path / "out"))
+    data = run.checkpoint.read_bytes()
+    run.checkpoint.write_bytes(data[: len(data) // 2])
+    code, _, err = run_cli(capsys, "evaluate", str(run.path), "--out", str(tmp_path / "out"))
     assert_one_line_error(code, err, "corrupt checkpoint")
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_checkpoint_of_another_architecture(tmp_path, capsys):
+def test_cli_checkpoint_of_another_run(tmp_path, capsys):
     run = make_run(tmp_path / "run", "simple-cnn")
-    write_json(run / "config.json", {"model": "lenet5", "model_args": {}})
+    other = make_run(tmp_path / "other", "lenet5")
+    run.checkpoint.write_bytes(other.checkpoint.read_bytes())
     good = make_run(tmp_path / "good", "logreg")
-    code, _, err = run_cli(capsys, "evaluate", str(good), str(run), "--out", str(tmp_path / "out"))
-    assert_one_line_error(code, err, "simple-cnn", "lenet5")
+    code, _, err = run_cli(capsys, "evaluate", str(good.path), str(run.path), "--out", str(tmp_path / "out"))
+    assert_one_line_error(code, err, "not a finished run", "belong(s) to another run")
     assert not (tmp_path / "out").exists()  # nothing written, not even for the good run
+
+
+def test_cli_predictions_of_other_weights(tmp_path, capsys):
+    run = make_run(tmp_path / "run", "logreg")
+    other = make_run(tmp_path / "other", "logreg", seed=1)
+    recorded = other.read_predictions()
+    run.save_predictions(recorded.logits, DATA.x_test, recorded.labels, run.read_spec()[1], recorded.digest)
+    code, _, err = run_cli(capsys, "evaluate", str(run.path))
+    assert_one_line_error(code, err, "was not made by the weights in")
 
 
 def test_cli_missing_run_dir(tmp_path, capsys):
     code, _, err = run_cli(capsys, "evaluate", str(tmp_path / "nope"))
-    assert_one_line_error(code, err, "no such run directory")
+    assert_one_line_error(code, err, "no such run folder")
 
 
 def test_cli_error_subprocess_has_no_traceback(tmp_path):
     run = make_run(tmp_path / "run", "logreg")
-    (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    proc = subprocess.run([Path(sys.executable).parent / "fmlab", "evaluate", str(run)],
+    run.checkpoint.write_bytes(b"not a checkpoint")
+    proc = subprocess.run([Path(sys.executable).parent / "fmlab", "evaluate", str(run.path)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
@@ -185,17 +187,18 @@ def test_cli_error_subprocess_has_no_traceback(tmp_path):
 
 
 def test_cli_evaluates_one_run(tmp_path, capsys, trusted_data):
-    run = make_run(tmp_path / "runs" / "simple", "simple-cnn", predictions=False)
-    code, out, err = run_cli(capsys, "evaluate", str(run), "--data-dir", str(trusted_data.path))
+    run = make_run(tmp_path / "runs" / "simple", "simple-cnn")
+    code, out, err = run_cli(capsys, "evaluate", str(run.path), "--data-dir", str(trusted_data.path))
     assert code == 0, err
     assert "simple: simple-cnn, accuracy" in out and "gradcam deletion AUC" in out
-    assert {p.name for p in (run / "eval").iterdir()} >= ARTIFACTS
+    assert {p.name for p in run.eval.path.iterdir()} == ARTIFACTS
+    assert run.eval.read_metrics()["predictions_source"] == "predictor"  # another test set than training's
 
 
 def test_cli_compares_runs_side_by_side(tmp_path, capsys, trusted_data):
-    runs = [make_run(tmp_path / "runs" / "a" / "seed0", "simple-cnn", predictions=False),
-            make_run(tmp_path / "runs" / "b" / "seed0", "logreg", predictions=False, seed=1)]
-    code, out, err = run_cli(capsys, "evaluate", *map(str, runs), "--data-dir", str(trusted_data.path))
+    runs = [make_run(tmp_path / "runs" / "a" / "seed0", "simple-cnn"),
+            make_run(tmp_path / "runs" / "b" / "seed0", "logreg", seed=1)]
+    code, out, err = run_cli(capsys, "evaluate", *(str(r.path) for r in runs), "--data-dir", str(trusted_data.path))
     assert code == 0, err
     assert out.count("deletion AUC") == 2
     cmp = tmp_path / "runs" / "comparison"
@@ -203,11 +206,11 @@ def test_cli_compares_runs_side_by_side(tmp_path, capsys, trusted_data):
     saved = json.loads((cmp / "comparison.json").read_text())
     assert saved["runs"] == ["a-seed0", "b-seed0"]
     assert len(saved["images"]["per_class"]) == 10
-    assert 0 < len(saved["images"]["disagreements"]) <= 6  # two untrained models disagree somewhere
+    assert 0 < len(saved["images"]["disagreements"]) <= 6  # two barely trained models disagree somewhere
     assert saved["models"]["a-seed0"]["method"] == "gradcam"
     assert saved["models"]["b-seed0"]["method"] == "integrated_gradients"
     for name in saved["runs"]:
-        assert {p.name for p in (cmp / name).iterdir()} >= ARTIFACTS
+        assert {p.name for p in (cmp / name).iterdir()} == ARTIFACTS
         rows = saved["models"][name]["predictions"]
         assert len(rows) == 10 + len(saved["images"]["disagreements"])
         assert saved["models"][name]["faithfulness"]["deletion_auc_random"] is not None

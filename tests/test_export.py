@@ -9,19 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from fmlab import models
 from fmlab.cli import main
 from fmlab.data import load
 from fmlab.errors import DataError
 from fmlab.infer import export as export_module
 from fmlab.infer.export import ExportError, export_onnx
-from fmlab.train import checkpoint
+from fmlab.runs import open_predictor
+from synthetic import NORM, checkpoint_file
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-
-NORM = (0.286, 0.353)
-
 
 @pytest.fixture(scope="module")
 def test_images() -> np.ndarray:
@@ -33,16 +30,14 @@ def test_images() -> np.ndarray:
 
 
 def make_run(folder: Path, name: str = "lenet5") -> Path:
-    torch.manual_seed(0)
-    model = models.build(name)
-    checkpoint.save(folder / "checkpoint.pt", checkpoint.model_payload(model, name, {}, {"model": name}, NORM))
-    return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    return checkpoint_file(folder / "model.pt", name)
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory, test_images: np.ndarray) -> tuple[Path, dict]:
     run = make_run(tmp_path_factory.mktemp("run"))
-    report = export_onnx(run, run / "model.onnx", opset=17, images=test_images)
+    report = export_onnx(run, run.parent / "model.onnx", opset=17, images=test_images)
     return run, report
 
 
@@ -56,24 +51,23 @@ def test_matches_torch_and_reports_throughput(exported: tuple[Path, dict], test_
 
 def test_opset_and_metadata_recorded(exported: tuple[Path, dict]) -> None:
     run, _ = exported
-    graph = onnx.load(str(run / "model.onnx"))
+    graph = onnx.load(str(run.parent / "model.onnx"))
     assert {o.domain: o.version for o in graph.opset_import}[""] == 17
     meta = {p.key: p.value for p in graph.metadata_props}
-    assert meta["fmlab.model"] == "lenet5" and meta["fmlab.opset"] == "17"
-    assert float(meta["fmlab.norm_mean"]) == NORM[0] and json.loads(meta["fmlab.class_names"])[9] == "Ankle boot"
+    assert meta["fmlab.model"] == "lenet5" and meta["fmlab.opset"] == "17" and meta["fmlab.tta_flip"] == "False"
+    assert "[0, 255]" in meta["fmlab.input"] and json.loads(meta["fmlab.class_names"])[9] == "Ankle boot"
 
 
 @pytest.mark.parametrize("batch", [1, 7, 300])
 def test_dynamic_batch_axis(batch: int, exported: tuple[Path, dict], test_images: np.ndarray) -> None:
     run, report = exported
     assert report["input_shape"] == ["batch", 1, 28, 28] and report["dynamic_batch"]
-    model, _ = checkpoint.load_model(run)
-    x = (torch.as_tensor(test_images[:batch]).float() / 255 - NORM[0]) / NORM[1]
-    x = x.unsqueeze(1)
-    session = ort.InferenceSession(str(run / "model.onnx"), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {"input": x.numpy()})
+    pixels = test_images[:batch].astype(np.float32)[:, None]  # the graph normalises: it takes pixel values
+    session = ort.InferenceSession(str(run.parent / "model.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"input": pixels})
+    model = open_predictor(run).net
     with torch.inference_mode():
-        want = model(x).numpy()
+        want = model((torch.from_numpy(pixels) / 255 - NORM[0]) / NORM[1]).numpy()
     assert got.shape == (batch, 10)
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
 
@@ -126,3 +120,33 @@ def test_cli_export_missing_run(tmp_path: Path, capsys: pytest.CaptureFixture[st
         main(["export", str(tmp_path / "nope"), "--onnx", str(tmp_path / "x.onnx")])
     _, err = capsys.readouterr()
     assert done.value.code == 2 and "no checkpoint" in err and "Traceback" not in err
+
+
+@pytest.mark.integration
+def test_predict_and_onnx_of_a_flip_tta_cnn_reproduce_the_reported_predictions(real_data, tmp_path, capsys):
+    """The model the run scored is the model users deploy: `fmlab predict` on the test images and the ONNX
+    export (which averages the flip inside the graph) give the classes recorded in the run's predictions."""
+    from fmlab.runs import RunDir, resolve
+    from fmlab.train.fit import fit
+
+    spec = resolve([("test", {"model": "cnn", "epochs": 1, "train_size": 3000, "val_size": 1000,
+                              "model_args": {"channels": [8, 16, 32], "hidden": 64}})])
+    assert spec.tta_flip and spec.augment and spec.flip  # the cnn recipe: flips, averaged again at test time
+    fit(spec, tmp_path / "run", data=real_data, device="cpu", progress=False)
+    run = RunDir(tmp_path / "run")
+    recorded = run.read_predictions().logits.argmax(1)
+    predictor = run.read_predictor()
+    with torch.inference_mode():
+        plain = predictor.net(predictor.normalise(real_data.x_test)).argmax(1).numpy()
+    assert (plain != recorded).sum() > 0  # test-time averaging changes some answers: the checks below can fail
+    images = real_data.source.path / "t10k-images-idx3-ubyte.gz"
+    with pytest.raises(SystemExit) as done:
+        main(["predict", str(run.path), str(images), "--json", "--top-k", "1"])
+    out, err = capsys.readouterr()
+    assert done.value.code == 0, err
+    assert np.array_equal([entry["label"] for entry in json.loads(out)], recorded)
+    report = export_onnx(run.path, tmp_path / "cnn.onnx", data_dir=real_data.source.path)
+    assert report["verified_images"] == 10_000 and report["max_abs_diff"] <= 1e-4
+    session = ort.InferenceSession(str(tmp_path / "cnn.onnx"), providers=["CPUExecutionProvider"])
+    (scores,) = session.run(None, {"input": real_data.x_test.astype(np.float32)[:, None]})
+    assert np.array_equal(scores.argmax(1), recorded)

@@ -150,15 +150,15 @@ def test_models_command_lists_every_model_with_its_recipe(capsys):
     import json
 
     from cli_helpers import run_cli
-    from fmlab.config import TrainConfig
+    from fmlab.runs import resolve
 
     code, out, _ = run_cli(capsys, "models", "--json")
     rows = json.loads(out)
     assert code == 0 and sorted(rows) == models.names()
     for name, row in rows.items():
         assert row["recipe"] == json.loads(json.dumps(models.recipe(name)))
-        built = models.build(name, **TrainConfig(model=name).model_kwargs())
-        assert row["params"] == models.count_parameters(built)
-    assert rows["cnn"]["params"] < models.count_parameters(models.build("cnn"))  # the recipe's 16-32-64
+        trained = models.build(name, **resolve([("t", {"model": name})]).model_args)  # what its recipe trains
+        assert row["params"] == models.count_parameters(trained) == models.count_parameters(models.build(name))
+    assert rows["cnn"]["params"] == 173_690  # one name, one network: 16-32-64, FC 256
     code, text, _ = run_cli(capsys, "models")
     assert code == 0 and all(f"{name} (" in text for name in models.names()) and "recipe: " in text

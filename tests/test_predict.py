@@ -22,26 +22,19 @@ from fmlab.data import idx
 from fmlab.errors import DataError
 from fmlab.infer.images import ImageError, decode, load
 from fmlab.infer.predict import predict
+from fmlab.runs import RunDir, open_predictor, resolve
 from fmlab.train import checkpoint
 from fmlab.train.checkpoint import CheckpointError
+from synthetic import NORM, checkpoint_file, trained_run
 
 CORPUS = Path(__file__).parent / "bad_inputs"
+SPECS = {name: resolve([("test", {"model": name})]).model_dump(mode="json") for name in ("lenet5", "logreg")}
 BAD_IMAGES = sorted(p for p in CORPUS.iterdir() if p.suffix in {".png", ".npy", ".idx"})
 BAD_CHECKPOINTS = sorted(CORPUS.glob("*.pt"))
-NORM = (0.286, 0.353)
-
-
-def save_run(folder: Path, name: str, net: torch.nn.Module | None = None, **changes: object) -> Path:
-    torch.manual_seed(0)
-    net = net if net is not None else models.build(name)
-    payload = {**checkpoint.model_payload(net, name, {}, {"model": name}, NORM), **changes}
-    checkpoint.save(folder / "checkpoint.pt", payload)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_run(tmp_path_factory.mktemp("lenet5"), "lenet5")
+    """A finished lenet5 run folder."""
+    return trained_run(tmp_path_factory.mktemp("runs") / "lenet5", "lenet5").path
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +124,7 @@ def test_predict_library_call(run: Path, good: Path, tmp_path: Path) -> None:
 
 
 def test_cli_prints_top_k_and_json(run: Path, good: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = cli("predict", run / "checkpoint.pt", good, "--top-k", 2, capsys=capsys)
+    code, out, err = cli("predict", run / RunDir.CHECKPOINT, good, "--top-k", 2, capsys=capsys)
     assert code == 0 and err == ""
     assert out.startswith(f"{good}: ") and out.count("%") == 2
     code, out, _ = cli("predict", run, good, "--json", capsys=capsys)
@@ -144,7 +137,7 @@ def test_gradcam_overlay(run: Path, good: Path, tmp_path: Path, capsys: pytest.C
     out_png = tmp_path / "cam.png"
     code, _, _ = cli("predict", run, good, good, "--gradcam", out_png, capsys=capsys)
     assert code == 0 and Image.open(out_png).size == (224, 138)
-    logreg = save_run(tmp_path / "logreg", "logreg")
+    logreg = checkpoint_file(tmp_path / "logreg.pt", "logreg")
     code, out, err = cli("predict", logreg, good, "--gradcam", tmp_path / "no.png", capsys=capsys)
     assert code == 2 and out == "" and "convolutional" in err and not (tmp_path / "no.png").exists()
 
@@ -200,7 +193,7 @@ def test_fashion_mnist_photo_round_trip(tmp_path: Path) -> None:
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
         opt.step()
-    run = save_run(tmp_path / "run", "logreg", model.eval())
+    run = checkpoint_file(tmp_path / "logreg.pt", "logreg", model.eval())
     originals = data.x_test[:40]
     paths = []
     for i, item in enumerate(originals):
@@ -251,7 +244,7 @@ def test_crafted_pickle_is_refused_without_running(
     gadget: type, container: object, run: Path, good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     marker = tmp_path / "pwned"
-    payload = {**torch.load(run / "checkpoint.pt", weights_only=True), "config": gadget(marker)}
+    payload = {**torch.load(run / RunDir.CHECKPOINT, weights_only=True), "config": gadget(marker)}
     evil = tmp_path / "evil.pt"
     evil.write_bytes(container(payload))  # type: ignore[operator]
     with pytest.raises(CheckpointError, match="refused"):
@@ -267,7 +260,7 @@ def test_crafted_pickle_is_refused_without_running(
 @pytest.mark.parametrize("bad", BAD_CHECKPOINTS, ids=lambda p: p.name)
 def test_corpus_checkpoints_are_refused(bad: Path, good: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(CheckpointError):
-        checkpoint.load_model(bad)
+        open_predictor(bad)
     code, out, err = cli("predict", bad, good, capsys=capsys)
     assert code == 2 and out == ""
     assert_one_line_error(err, str(bad))
@@ -275,13 +268,16 @@ def test_corpus_checkpoints_are_refused(bad: Path, good: Path, capsys: pytest.Ca
 
 @pytest.mark.parametrize(
     ("changes", "message"),
-    [({"format": checkpoint.FORMAT_VERSION + 1}, "newer"), ({"num_classes": 7}, "7 classes"),
-     ({"model": "logreg"}, "do not fit"), ({"model": "no-such-model"}, "no-such-model"),
-     ({"norm": {"mean": 0.0, "std": 0.0}}, "normalisation")],
+    [({"format": checkpoint.FORMAT_VERSION + 1}, "newer"), ({"format": 1}, "older fmlab"),
+     ({"num_classes": 7}, "7 classes"), ({"spec": SPECS["logreg"]}, "do not fit"),
+     ({"spec": {**SPECS["logreg"], "model": "no-such-model"}}, "no-such-model"),
+     ({"spec": {**SPECS["lenet5"], "model_args": [6, 16]}}, "model_args"),
+     ({"spec": {**SPECS["lenet5"], "threads": None}}, "not a resolved spec"),
+     ({"norm": {"mean": 0.0, "std": 0.0}}, "normalisation"), ({"norm": [0.2, 0.3]}, "normalisation")],
 )
 def test_incompatible_checkpoints(changes: dict, message: str, good: Path, tmp_path: Path,
                                   capsys: pytest.CaptureFixture[str]) -> None:
-    bad = save_run(tmp_path, "lenet5", **changes) / "checkpoint.pt"
+    bad = checkpoint_file(tmp_path / "bad.pt", "lenet5", **changes)
     code, out, err = cli("predict", bad, good, capsys=capsys)
     assert code == 2 and out == "" and message in err
     assert_one_line_error(err)
@@ -289,7 +285,7 @@ def test_incompatible_checkpoints(changes: dict, message: str, good: Path, tmp_p
 
 @pytest.mark.parametrize("cut", [0, 10, 0.5, -20])
 def test_truncated_checkpoints(cut: float, run: Path, tmp_path: Path) -> None:
-    whole = (run / "checkpoint.pt").read_bytes()
+    whole = (run / RunDir.CHECKPOINT).read_bytes()
     end = int(len(whole) * cut) if isinstance(cut, float) else cut
     (tmp_path / "cut.pt").write_bytes(whole[:end])
     with pytest.raises(CheckpointError):
@@ -298,6 +294,6 @@ def test_truncated_checkpoints(cut: float, run: Path, tmp_path: Path) -> None:
 
 def test_missing_checkpoint_and_empty_bytes(tmp_path: Path, good: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = cli("predict", tmp_path, good, capsys=capsys)
-    assert code == 2 and "no checkpoint" in err
+    assert code == 2 and "not an fmlab run folder" in err
     with pytest.raises(ImageError, match="empty"):
         decode(b"", "nothing")

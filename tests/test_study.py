@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,15 +12,18 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
-from fmlab.cli import main
+from cli_helpers import assert_one_line_error, run_cli
 from fmlab.config import StudyConfig, load_study, validate
 from fmlab.errors import ConfigError
+from fmlab.runs import RunDir, StudyDir
 from fmlab.study.plan import plan
-from fmlab.study.run import DONE, run_study, trial_dir
+from fmlab.study.run import run_study
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# no device: trials train where the machine allows, which is not part of what a trial is
 TINY = """
 name = "tiny"
 seeds = [0, 1]
@@ -29,7 +33,6 @@ epochs = {epochs}
 train_size = 1000
 val_size = 500
 batch_size = 100
-device = "cpu"
 
 [families.lin]
 model = "logreg"
@@ -55,8 +58,16 @@ def tiny(tmp_path: Path, epochs: int = 1) -> Path:
 
 
 def accuracies(out: Path) -> dict[str, float]:
-    rows = json.loads((out / "summary.json").read_text())["rows"]
+    rows = StudyDir(out).read_summary()["rows"]
     return {f"{r['family']}/{r['variant']}": r["accuracy"]["mean"] for r in rows}
+
+
+def weights(run: RunDir) -> dict[str, torch.Tensor]:
+    return run.read_predictor().state_dict()
+
+
+def without_seconds(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
 
 
 # ---------------------------------------------------------------- planning and validation (no data)
@@ -76,10 +87,10 @@ def test_plan_expands_families_variants_and_seeds_with_overrides_in_order():
         ("a", "baseline", 3), ("a", "baseline", 4), ("a", "fast", 3), ("a", "fast", 4),
         ("a", "wide", 3), ("a", "wide", 4), ("b", "baseline", 3), ("b", "baseline", 4),
     ]
-    by = {(t.family, t.variant, t.seed): t.config for t in trials}
+    by = {(t.family, t.variant, t.seed): t.spec for t in trials}
     assert by["a", "baseline", 3].lr == 2e-3 and by["a", "fast", 3].lr == 1e-2 and by["b", "baseline", 3].lr == 1e-3
-    assert by["a", "wide", 3].model_args == {"channels": [8, 16]} and by["a", "fast", 4].epochs == 2
-    assert by["a", "fast", 4].model_args == {"channels": [4, 8]}
+    assert by["a", "wide", 3].model_args["channels"] == [8, 16] and by["a", "fast", 4].epochs == 2
+    assert by["a", "fast", 4].model_args == {"channels": [4, 8], "activation": "relu", "dropout": 0.0}
     keys = [t.key({"f": "x"}) for t in trials]
     assert len(set(keys)) == len(keys) and keys == [t.key({"f": "x"}) for t in plan(study)]
     assert trials[0].key({"f": "x"}) != trials[0].key({"f": "y"})  # data checksums are part of the key
@@ -95,20 +106,61 @@ def test_plan_expands_families_variants_and_seeds_with_overrides_in_order():
     ('[families.a]\nmodel = "logreg"\nvariants = { a = {}, b = {}, c = {}, d = {}, e = {}, f = {} }', "at most 5"),
     ('[families.a]\nmodel = "cnn"\nbaseline = { model_args = { channels = [0] } }', "families.a.baseline: "),
     ('[defaults]\nmodel_args = { channels = [4, 8] }\n[families.a]\nmodel = "logreg"',
-     "families.a.baseline: model 'logreg' has no argument 'channels'"),
+     "defaults: model 'logreg' has no argument 'channels'"),
+    ('[families.a]\nmodel = "logreg"\n[families.a.variants]\nx = { model = "cnn" }', "'model' cannot be set here"),
+    ('[defaults]\nepochs = true\n[families.a]\nmodel = "logreg"', "defaults: epochs"),
+    ('[families.a]\nmodel = "logreg"\n[evaluate]\nfoo = 1', "unknown key 'evaluate.foo'"),
+    ('[families.a]\nmodel = "logreg"\n[tune.grid]\nmodels = ["logreg"]\nparams = { lr = [-1.0] }',
+     "tune.grid: grid lr=-1.0: lr"),
+    ('[families.a]\nmodel = "logreg"\n[tune.optuna]\nmodel = "logreg"\nspace = { params = { lr = 1 } }',
+     "must be a table"),
+    ('[families.a]\nmodel = "logreg"\n[tune]', "the [tune] table is empty"),
     ("[families.a\nmodel = 1", "tiny.toml"),
 ])
-def test_bad_study_files_are_one_line_errors(tmp_path, capsys, body, message):
+def test_bad_study_files_are_one_line_errors_before_any_trial(tmp_path, capsys, body, message):
     path = tmp_path / "tiny.toml"
     path.write_text(body)
     with pytest.raises(ConfigError) as info:
         plan(load_study(path))
     assert message in str(info.value) and "\n" not in str(info.value)
-    with pytest.raises(SystemExit) as code:
-        main(["study", "run", str(path), "--out", str(tmp_path / "out")])
-    err = capsys.readouterr().err
-    assert code.value.code == 2 and err.count("\n") == 1 and message in err
+    code, _, err = run_cli(capsys, "study", "run", str(path), "--out", str(tmp_path / "out"))
+    assert_one_line_error(code, err, message)
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- status on a synthetic set (no real data)
+
+STATUS = """
+name = "status"
+seeds = [0]
+device = "cpu"
+[defaults]
+epochs = 4
+val_size = 40
+batch_size = 20
+[families.lin]
+model = "logreg"
+baseline = { lr = 1e-2 }
+[families.lin.variants]
+blow-up = { optimizer = "sgd", lr = 10.0, momentum = 0.99, l2 = 100.0 }
+patient = { early_stopping = 1, lr = 0.5, optimizer = "sgd" }
+"""
+
+
+def test_training_status_reaches_done_json_the_log_and_the_report(tmp_path, make_trusted):
+    syn = make_trusted(train_per_class=20, test_per_class=5)
+    (tmp_path / "status.toml").write_text(STATUS)
+    lines: list[str] = []
+    run_study(tmp_path / "status.toml", tmp_path / "out", data_dir=str(syn.path), log=lines.append)
+    layout = StudyDir(tmp_path / "out")
+    statuses = {v: layout.trial("lin", v, 0).read_done()["status"] for v in ("baseline", "blow-up", "patient")}
+    assert statuses["blow-up"] == "diverged" and statuses["baseline"] == "finished"
+    assert statuses["patient"] in ("early_stopped", "finished")
+    for variant, status in statuses.items():
+        assert any(line.endswith(f"lin/{variant}/seed0: {status}") for line in lines), lines
+    rows = {r["variant"]: r for r in layout.read_summary()["rows"]}
+    assert rows["blow-up"]["status"] == {"diverged": 1} and rows["blow-up"]["diverged"] == 1
+    assert "1 diverged" in layout.report.read_text()
 
 
 # ---------------------------------------------------------------- running (real data, tiny budgets)
@@ -122,14 +174,14 @@ def tiny_study(tmp_path_factory, real_data) -> Path:
 
 @pytest.mark.integration
 def test_study_outputs_and_statistics(tiny_study):
-    summary = json.loads((tiny_study / "summary.json").read_text())
+    layout = StudyDir(tiny_study)
+    summary = layout.read_summary()
     assert [(r["family"], r["variant"]) for r in summary["rows"]] == [
         ("lin", "baseline"), ("lin", "l2"), ("small", "baseline")]
     row = summary["rows"][0]
     for metric in ("accuracy", "macro_f1", "macro_auc", "ece", "train_time_s", "params", "macs"):
         assert row[metric]["n"] == 2 and row[metric]["ci_low"] <= row[metric]["mean"] <= row[metric]["ci_high"]
-    seed_acc = [json.loads((trial_dir(tiny_study, "lin", "baseline", s) / "metrics.json").read_text())["test_acc"]
-                for s in (0, 1)]
+    seed_acc = [layout.trial("lin", "baseline", s).read_metrics()["test_acc"] for s in (0, 1)]
     assert row["accuracy"]["mean"] == pytest.approx(sum(seed_acc) / 2)
     kinds = {(c["kind"], c["a"], c["b"]) for c in summary["comparisons"]}
     assert ("variant_vs_baseline", "lin/l2", "lin/baseline") in kinds
@@ -137,56 +189,75 @@ def test_study_outputs_and_statistics(tiny_study):
     assert {"diff", "ci_low", "ci_high", "p_max", "significant", "sentence"} <= set(pair)
     assert "McNemar p" in pair["sentence"] and f"{100 * abs(pair['diff']):.2f} pp" in pair["sentence"]
     assert ("not a significant difference" in pair["sentence"]) == (not pair["significant"])
-    header = (tiny_study / "summary.csv").read_text().splitlines()[0]
+    header = (tiny_study / StudyDir.SUMMARY_CSV).read_text().splitlines()[0]
     assert "accuracy_mean" in header and "accuracy_ci_low" in header
-    assert (tiny_study / "figures" / "sensitivity_lin.png").stat().st_size > 0
+    assert layout.sensitivity("lin").stat().st_size > 0
     # figures for the first seed only; every seed has its numbers
-    assert (trial_dir(tiny_study, "lin", "l2", 0) / "eval" / "roc.png").is_file()
-    assert not (trial_dir(tiny_study, "lin", "l2", 1) / "eval" / "roc.png").exists()
-    assert (trial_dir(tiny_study, "lin", "l2", 1) / "eval" / "metrics.json").is_file()
+    assert layout.trial("lin", "l2", 0).eval.figure("roc").is_file()
+    assert not layout.trial("lin", "l2", 1).eval.figure("roc").exists()
+    assert layout.trial("lin", "l2", 1).eval.exists()
+    for family, variant in (("lin", "baseline"), ("lin", "l2"), ("small", "baseline")):
+        assert layout.trial(family, variant, 0).read_done()["status"] == "finished"
 
 
 @pytest.mark.integration
-def test_resume_skips_finished_trials_and_retrains_only_what_is_missing(tiny_study, tmp_path, monkeypatch):
-    import shutil
-
-    import fmlab.train.loop as loop
+def test_resume_reruns_only_missing_or_damaged_trials(tiny_study, tmp_path, monkeypatch):
+    import fmlab.train.fit as fit_module
 
     out = tmp_path / "study"
     shutil.copytree(tiny_study, out)
-    shutil.rmtree(trial_dir(out, "small", "baseline", 1))
+    layout = StudyDir(out)
+    shutil.rmtree(layout.trial("small", "baseline", 1).path)
+    layout.trial("lin", "l2", 0).path.joinpath(RunDir.METRICS).unlink()
+    predictions = layout.trial("lin", "baseline", 1).path / RunDir.PREDICTIONS
+    predictions.write_bytes(predictions.read_bytes()[:1000])
     trained = []
-    real_fit = loop.fit
+    real_fit = fit_module.fit
 
-    def counting_fit(cfg, *args, **kwargs):
-        trained.append((cfg.model, cfg.seed))
-        return real_fit(cfg, *args, **kwargs)
+    def counting_fit(spec, *args, **kwargs):
+        trained.append((spec.model, spec.seed))
+        return real_fit(spec, *args, **kwargs)
 
-    monkeypatch.setattr(loop, "fit", counting_fit)
+    monkeypatch.setattr(fit_module, "fit", counting_fit)
     lines = []
     run_study(tiny(tmp_path, epochs=2), out, log=lines.append, report=False)
-    assert trained == [("simple-cnn", 1)]
-    assert "5 already done" in lines[0]
+    assert sorted(trained) == [("logreg", 0), ("logreg", 1), ("simple-cnn", 1)]
+    assert "3 already done" in lines[0]
     assert accuracies(out) == accuracies(tiny_study)
 
 
-@pytest.mark.integration
-def test_killed_study_resumes_with_identical_numbers(tiny_study, tmp_path):
-    out = tmp_path / "study"
-    cmd = [sys.executable, "-m", "fmlab", "study", "run", str(tiny(tmp_path, epochs=2)), "--out", str(out)]
+def _killed_mid_trial(study_file: Path, out: Path, run: RunDir) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "fmlab", "study", "run", str(study_file), "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    target = trial_dir(out, "small", "baseline", 0) / "last.pt"  # mid-trial: one epoch saved, one to go
+    target = run.path / RunDir.STATE  # mid-trial: one epoch saved, one to go
     deadline = time.monotonic() + 240
     while not target.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert target.exists(), "the study finished or stalled before the kill point"
-    assert not (trial_dir(out, "small", "baseline", 0) / DONE).exists()
+    return proc
+
+
+@pytest.mark.integration
+def test_a_killed_study_without_a_device_keeps_finished_epochs_and_ends_as_if_never_killed(tiny_study, tmp_path):
+    out = tmp_path / "study"
+    study_file = tiny(tmp_path, epochs=2)
+    assert "device" not in study_file.read_text()
+    run = StudyDir(out).trial("small", "baseline", 0)
+    _killed_mid_trial(study_file, out, run)
+    assert run.has_state(), "the study finished or stalled before the kill point"
+    saved = (run.path / RunDir.HISTORY).read_text().splitlines()
+    assert len(saved) == 2  # the header and epoch 1
     for path in out.rglob("*.json"):  # every file a reader can see is whole
         json.loads(path.read_text())
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-m", "fmlab", "study", "run", str(study_file), "--out", str(out)],
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
+    resumed = (run.path / RunDir.HISTORY).read_text().splitlines()
+    assert resumed[:2] == saved and len(resumed) == 3  # epoch 1 kept to the last digit of its time, not retrained
+    reference = StudyDir(tiny_study).trial("small", "baseline", 0)
+    assert without_seconds(run.read_history()) == without_seconds(reference.read_history())
+    assert all(torch.equal(a, b) for a, b in zip(weights(run).values(), weights(reference).values(), strict=True))
     assert accuracies(out) == accuracies(tiny_study)
 
 
@@ -194,10 +265,40 @@ def test_killed_study_resumes_with_identical_numbers(tiny_study, tmp_path):
 def test_dask_local_cluster_gives_the_same_summary_as_local(tiny_study, tmp_path):
     out = tmp_path / "study"
     run_study(tiny(tmp_path, epochs=2), out, executor="dask", scheduler="local:1", log=lambda _: None, report=False)
-    local = json.loads((tiny_study / "summary.json").read_text())["rows"]
-    dask = json.loads((out / "summary.json").read_text())["rows"]
+    local = StudyDir(tiny_study).read_summary()["rows"]
+    dask = StudyDir(out).read_summary()["rows"]
     for metric in ("accuracy", "macro_f1", "macro_auc", "ece", "params", "macs"):
         assert [r[metric] for r in dask] == [r[metric] for r in local], metric
+
+
+@pytest.mark.integration
+def test_a_real_dask_cluster_gives_exactly_the_local_numbers(tiny_study, tmp_path):
+    """Scheduler and a one-thread worker as separate processes, as on a cluster: each trial sets the thread
+    count of its spec, so the numbers are the local run's."""
+    dask = str(Path(sys.executable).parent / "dask")
+    scheduler_file = tmp_path / "scheduler.json"
+    procs = [subprocess.Popen([dask, "scheduler", "--scheduler-file", str(scheduler_file), "--port", "0",
+                               "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        procs.append(subprocess.Popen([dask, "worker", "--scheduler-file", str(scheduler_file), "--nthreads", "1",
+                                       "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      env={**os.environ, "OMP_NUM_THREADS": "2"}))
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        address = json.loads(scheduler_file.read_text())["address"]
+        assert address.startswith("tcp://")
+        out = tmp_path / "study"
+        run_study(tiny(tmp_path, epochs=2), out, executor="dask", scheduler=address, log=lambda _: None,
+                  report=False)
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            proc.wait(timeout=30)
+    assert accuracies(out) == accuracies(tiny_study)
+    for family, variant in (("lin", "baseline"), ("small", "baseline")):
+        remote, local = StudyDir(out).trial(family, variant, 1), StudyDir(tiny_study).trial(family, variant, 1)
+        assert all(torch.equal(a, b) for a, b in zip(weights(remote).values(), weights(local).values(), strict=True))
 
 
 # ---------------------------------------------------------------- the shipped quick study, end to end
@@ -213,9 +314,10 @@ def quick_study(tmp_path_factory, real_data) -> Path:
 
 @pytest.mark.integration
 def test_quick_study_writes_report_tables_and_tuning(quick_study):
-    html = (quick_study / "report.html").read_text()
-    md = (quick_study / "report.md").read_text()
-    summary = json.loads((quick_study / "summary.json").read_text())
+    layout = StudyDir(quick_study)
+    html = layout.report.read_text()
+    md = (quick_study / StudyDir.REPORT_MD).read_text()
+    summary = layout.read_summary()
     assert {r["family"] for r in summary["rows"]} == {"ffnn", "cnn", "lenet5", "simple", "logreg"}
     for anchor in ("results-table", "models-table", "class-table", "cost-table", "grid-table", "importance-table"):
         assert f'id="{anchor}"' in html
@@ -223,9 +325,9 @@ def test_quick_study_writes_report_tables_and_tuning(quick_study):
     best_cnn = next(r for r in summary["rows"] if r["family"] == "cnn" and r["variant"] == summary["best"]["cnn"])
     assert f"{100 * best_cnn['accuracy']['mean']:.2f}%" in html  # numbers in the text come from the summary
     assert "## Results" in md and "(trials/" in md
-    tune = json.loads((quick_study / "tune" / "summary.json").read_text())
+    tune = layout.read_tune_summary()
     assert tune["grid"]["best_model"] in ("logreg", "simple-cnn") and tune["optuna"]["n_trials"] == 3
-    timings = json.loads((quick_study / "timings.json").read_text())
+    timings = layout.read_timings()
     assert timings["trials"] == 22 and timings["total_s"] >= timings["trials_s"] > 0
 
 
@@ -237,10 +339,11 @@ def test_report_escapes_names(quick_study, tmp_path):
 
     out = tmp_path / "study"
     shutil.copytree(quick_study, out)
-    study = json.loads((out / "study.json").read_text())
-    study["families"]["cnn"]["title"] = "<script>alert(1)</script>"
-    study["description"] = "a & b <i>"
-    (out / "study.json").write_text(json.dumps(study))
+    layout = StudyDir(out)
+    study = layout.read_study()
+    study.families["cnn"].title = "<script>alert(1)</script>"
+    study.description = "a & b <i>"
+    layout.write_study(study)
     html = write_report(out).read_text()
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "a &amp; b &lt;i&gt;" in html
@@ -266,7 +369,7 @@ def test_report_renders_in_headless_chromium(quick_study, tmp_path):
 
     driver = chrome()
     try:
-        driver.get((quick_study / "report.html").as_uri())
+        driver.get(StudyDir(quick_study).report.as_uri())
         images = driver.execute_script(
             "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight]);")
         rows = driver.execute_script("return document.querySelectorAll('#results-table tr').length;")
@@ -277,7 +380,7 @@ def test_report_renders_in_headless_chromium(quick_study, tmp_path):
         driver.quit()
     assert title == "fmlab study: quick"
     assert len(images) >= 20 and all(ok and w > 0 and h > 0 for _, ok, w, h in images), images
-    assert rows == 1 + len(json.loads((quick_study / "summary.json").read_text())["rows"])
+    assert rows == 1 + len(StudyDir(quick_study).read_summary()["rows"])
     assert errors == []
     shot = np.asarray(Image.open(tmp_path / "report.png").convert("L"), dtype=float)
     assert shot.shape[0] > 500 and shot.std() > 10 and (shot < 128).mean() > 0.005  # text and figures, not blank

@@ -17,7 +17,6 @@ from sklearn.utils.estimator_checks import check_get_params_invariance, check_pa
 
 from cli_helpers import run_cli
 from fmlab.errors import ConfigError
-from fmlab.train.learners import penalised_params
 from fmlab.tune import run_tune_section
 from fmlab.tune.grid import grid_search
 from fmlab.tune.optuna_search import optuna_search
@@ -66,29 +65,59 @@ def test_wrapper_is_a_well_behaved_sklearn_estimator():
     assert net.get_params()["lr"] == 3e-3  # the original is untouched
 
 
-def test_wrapper_fits_and_penalises_like_fmlab(data):
-    net = FmlabClassifier("logreg", lr=3e-3, max_epochs=2, batch_size=32, l1=1e-4, l2=1e-3)
-    net.fit(data.x_train[:300], data.y_train[:300])
+def test_wrapper_trains_through_fmlabs_engine_with_the_recipe(data):
+    from fmlab.data.split import pixel_stats
+    from fmlab.runs import resolve
+    from fmlab.train.loop import train
+
+    net = FmlabClassifier("logreg", max_epochs=2, batch_size=32, l2=1e-3)
+    spec = net.train_config()
+    assert spec == resolve([("t", {"model": "logreg", "epochs": 2, "batch_size": 32, "l2": 1e-3})])
+    assert spec.schedule == "onecycle"  # the model's recipe fills what the estimator leaves unset
+    x, y = data.x_train[:300], data.y_train[:300]
+    net.fit(x, y)
     probs = net.predict_proba(data.x_test)
-    assert probs.shape == (len(data.y_test), 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert probs.shape == (len(data.y_test), 10) and np.allclose(probs.sum(1), 1, atol=1e-9)
     assert net.score(data.x_test, data.y_test) > 0.9
-    assert isinstance(net.optimizer_, torch.optim.AdamW)
-    logits, y = torch.randn(5, 10), torch.arange(5)
-    weights = penalised_params(net.module_)
-    expected = 1e-4 * sum(p.abs().sum() for p in weights) + 1e-3 * sum(p.pow(2).sum() for p in weights)
-    extra = net.get_loss(logits, y, training=True) - net.get_loss(logits, y, training=False)
-    assert torch.isclose(extra, expected)
-    again = clone(net).fit(data.x_train[:300], data.y_train[:300])  # same seed, same numbers
-    assert np.allclose(again.predict_proba(data.x_test), probs)
+    direct = train(spec, (torch.as_tensor(x).unsqueeze(1), torch.as_tensor(y)), None, pixel_stats(x),
+                   torch.device("cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(direct.predictor.state_dict().values(),
+                                                  net.predictor_.state_dict().values(), strict=True))
+    again = clone(net).fit(x, y)  # same seed, same numbers
+    assert np.array_equal(again.predict_proba(data.x_test), probs)
 
 
-def test_wrapper_refuses_the_numpy_model_and_unfitted_use(data):
+def test_wrapper_takes_the_numpy_model_and_refuses_unfitted_use(data):
     from sklearn.exceptions import NotFittedError
 
     with pytest.raises(NotFittedError):
         FmlabClassifier("logreg").predict(data.x_test)
-    with pytest.raises(ConfigError, match="NumPy"):
-        FmlabClassifier("mlp-numpy").fit(data.x_train[:50], data.y_train[:50])
+    net = FmlabClassifier("mlp-numpy", max_epochs=1).fit(data.x_train[:200], data.y_train[:200])
+    assert net.predict_proba(data.x_test[:5]).shape == (5, 10)
+    with pytest.raises(ConfigError, match="no argument 'channels'"):
+        FmlabClassifier("mlp", module__channels=[4]).fit(data.x_train[:50], data.y_train[:50])
+
+
+def test_a_grid_cell_scores_what_fmlab_train_gets_on_that_split(data, tmp_path):
+    """Recipe, schedule, augmentation, flip TTA and channels-last all in play: the holdout score of each cell
+    equals the last-epoch validation accuracy of `fit` with those settings, split and seed."""
+    from fmlab.runs import resolve
+    from fmlab.train.fit import fit
+
+    small = {"channels": [[4, 8, 8]], "hidden": [16]}
+    grid_search(["cnn"], {"lr": [3e-3, 1e-2], "batch_size": [32], **small}, out_dir=tmp_path, data=data,
+                cv="holdout", seed=3, **BUDGET | {"epochs": 3})
+    rows = read_csv(tmp_path / "cv_results.csv")
+    scores = []
+    for row in rows:
+        spec = resolve([("t", {"model": "cnn", "lr": float(row["lr"]), "batch_size": 32, "epochs": 3, "seed": 3,
+                               "split_seed": 3, "train_size": 300, "val_size": 100,
+                               "model_args": {"channels": [4, 8, 8], "hidden": 16}})])
+        assert spec.tta_flip and spec.augment and spec.schedule == "onecycle" and spec.weight_decay == 0.05
+        result = fit(spec, data=data, device="cpu", progress=False)
+        scores.append(float(row["mean_test_score"]))
+        assert scores[-1] == result.history[-1]["val_acc"]
+    assert len(set(scores)) == 2 and max(scores) > 0.5  # the cells learned, and differently
 
 
 # --- grid search -------------------------------------------------------------------------------------
@@ -193,18 +222,19 @@ def test_two_workers_share_one_study(tmp_path):
 
 
 def test_tune_section_runs_both_searches_and_summarises(data, tmp_path):
-    section = {"grid": {"models": ["logreg"], "params": {"lr": [1e-5, 3e-3]}, "cv": "holdout", **BUDGET},
-               "optuna": {"model": "logreg", "trials": 2, "space": SPACE, **BUDGET}}
-    summary = run_tune_section(section, tmp_path, data)
-    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    from fmlab.config import TuneConfig, validate
+    from fmlab.runs import StudyDir
+
+    section = validate(TuneConfig, {
+        "grid": {"models": ["logreg"], "params": {"lr": [1e-5, 3e-3]}, "cv": "holdout", **BUDGET},
+        "optuna": {"model": "logreg", "trials": 2, "space": SPACE, **BUDGET}})
+    layout = StudyDir(tmp_path)
+    summary = run_tune_section(section, layout, data)
+    assert layout.read_tune_summary() == summary
     assert summary["grid"]["best_params"] == {"lr": 3e-3}
     assert summary["grid"]["cv_results"] == "grid/cv_results.csv"
-    assert summary["optuna"]["n_trials"] == 2 and (tmp_path / "optuna" / "optuna.db").is_file()
-    assert run_tune_section(section, tmp_path, data) == summary  # a resumed study does not search again
-    with pytest.raises(ConfigError, match="unknown key 'gird'"):
-        run_tune_section({"gird": {}}, tmp_path, data)
-    with pytest.raises(ConfigError, match=r"tune.grid: params.lr"):
-        run_tune_section({"grid": {"models": ["logreg"], "params": {"lr": 0.1}}}, tmp_path, data)
+    assert summary["optuna"]["n_trials"] == 2 and (layout.tune / "optuna" / "optuna.db").is_file()
+    assert run_tune_section(section, layout, data) == summary  # a resumed study does not search again
 
 
 # --- bad input ---------------------------------------------------------------------------------------------

@@ -51,14 +51,12 @@ def data_verify(data_dir: DataDir = None) -> None:
 
 @app.command("models")
 def list_models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Every registered model: family, default arguments, training recipe, parameters as the recipe builds it."""
+    """Every registered model: family, arguments (the network its name builds), training recipe, parameters."""
     from fmlab import models
-    from fmlab.config import TrainConfig
 
     rows = {
         name: {"family": spec.family, "description": spec.description, "defaults": spec.defaults,
-               "recipe": spec.recipe,
-               "params": models.count_parameters(models.build(name, **TrainConfig(model=name).model_kwargs()))}
+               "recipe": spec.recipe, "params": models.count_parameters(models.build(name))}
         for name, spec in ((n, models.get(n)) for n in models.names())
     }
     if as_json:

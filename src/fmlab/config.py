@@ -1,4 +1,10 @@
-"""Validated configuration: one TrainConfig per trial, loaded from TOML or CLI options."""
+"""The schemas of every file and option fmlab reads: a training run's settings, a study, its searches.
+
+Each field carries its type, bounds and a one-line description, so validation errors, `--help` and
+the docs come from one place. Types are strict (no `true` or `'1'` for a number) and numbers finite.
+A TrainConfig holds settings; `fmlab.runs.resolve` is the one place that fills in what a config
+leaves unset (field defaults, the model's recipe, the model's registered arguments).
+"""
 
 from __future__ import annotations
 
@@ -6,83 +12,50 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from fmlab import models
 from fmlab.errors import ConfigError
+
+SEED = Field(0, ge=0, le=2**32 - 1, description="Seed of the weights, batches, dropout and augmentation.")
+Device = Literal["auto", "cpu", "cuda", "mps"]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
 
 
 class TrainConfig(Strict):
-    """Everything a training run depends on; the same config and seed give the same numbers on CPU."""
+    """Everything a training run depends on; the same settings give the same numbers on the same CPU."""
 
-    model: str = "mlp"
-    model_args: dict[str, Any] = Field(default_factory=dict)
-    dropout: float | None = Field(None, ge=0, lt=1)
-    optimizer: Literal["sgd", "adam", "adamw"] = "adamw"
-    lr: float = Field(1e-3, gt=0, le=10)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = False
-    batch_size: int = Field(128, ge=1, le=65536)
-    epochs: int = Field(10, ge=1, le=1000)
-    weight_decay: float = Field(0.0, ge=0)
-    l1: float = Field(0.0, ge=0)
-    l2: float = Field(0.0, ge=0)
-    schedule: Literal["none", "step", "cosine", "onecycle", "plateau"] = "none"
-    step_size: int = Field(5, ge=1)
-    gamma: float = Field(0.1, gt=0, le=1)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    augment: bool = False
-    crop: int = Field(2, ge=0, le=8)
-    flip: bool = True
-    rotate: float = Field(0.0, ge=0, le=45)
-    early_stopping: int | None = Field(None, ge=1)
-    monitor: Literal["val_acc", "val_loss"] = "val_acc"
-    val_size: int = Field(5000, ge=1)
-    train_size: int | None = Field(None, ge=1)
-    split_seed: int = 0
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    amp: bool = True
-    channels_last: bool = True  # measured faster on CPU for every CNN here (1.2-1.5x per epoch)
-    tta_flip: bool = False
-
-    @model_validator(mode="before")
-    @classmethod
-    def _recipe_defaults(cls, data: Any) -> Any:
-        """The model's registered recipe fills every key the config does not set."""
-        if not isinstance(data, dict):
-            return data
-        recipe = models.recipe(data.get("model", cls.model_fields["model"].default))
-        merged = {**recipe, **data}
-        if isinstance(data.get("model_args"), dict) and "model_args" in recipe:
-            merged["model_args"] = {**recipe["model_args"], **data["model_args"]}
-        if "tta_flip" not in data and not (merged.get("augment") and merged.get("flip", True)):
-            merged["tta_flip"] = False  # a recipe's flip TTA lapses with its flip augmentation
-        optimizer = cls.model_fields["optimizer"].default
-        if "weight_decay" not in data and merged.get("optimizer", optimizer) != recipe.get("optimizer", optimizer):
-            # a recipe's decay is tuned to its optimizer: AdamW's decoupled 0.05 taken as an SGD L2 term
-            # cost the cnn 3 pp in 2 epochs (measured)
-            merged.pop("weight_decay", None)
-        return merged
-
-    @model_validator(mode="after")
-    def _tta_needs_flips(self) -> TrainConfig:
-        # Fashion-MNIST footwear always faces left: a model never trained on mirrors misreads them,
-        # and flip test-time augmentation then costs 6-7 pp (measured) instead of helping
-        if self.tta_flip and not (self.augment and self.flip):
-            raise ValueError("tta_flip needs training on flipped images: set augment = true and flip = true")
-        return self
-
-    def model_kwargs(self) -> dict[str, Any]:
-        """Overrides passed to the model builder (dropout folded in when set)."""
-        kwargs = dict(self.model_args)
-        if self.dropout is not None:
-            kwargs["dropout"] = self.dropout
-        return kwargs
+    model: str = Field("mlp", description="Registered model name (fmlab models lists them).")
+    model_args: dict[str, Any] = Field(default_factory=dict, description="Arguments of the model's builder.")
+    optimizer: Literal["sgd", "adam", "adamw"] = Field("adamw", description="Optimiser.")
+    lr: float = Field(1e-3, gt=0, le=10, description="Learning rate (the peak rate with a one-cycle schedule).")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
+    nesterov: bool = Field(False, description="Nesterov momentum (SGD).")
+    batch_size: int = Field(128, ge=1, le=65536, description="Images per training step.")
+    epochs: int = Field(10, ge=1, le=1000, description="Passes over the training split.")
+    weight_decay: float = Field(0.0, ge=0, le=10, description="The optimiser's weight decay (decoupled for AdamW).")
+    l1: float = Field(0.0, ge=0, le=100, description="L1 penalty on weight matrices and kernels, added to the loss.")
+    l2: float = Field(0.0, ge=0, le=100, description="L2 penalty on weight matrices and kernels, added to the loss.")
+    schedule: Literal["none", "step", "cosine", "onecycle", "plateau"] = Field("none", description="LR schedule.")
+    step_size: int = Field(5, ge=1, le=1000, description="Epochs between steps of the step schedule.")
+    gamma: float = Field(0.1, gt=0, le=1, description="LR factor of the step and plateau schedules.")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy loss.")
+    augment: bool = Field(False, description="Augment training batches (crop, flip, rotate below).")
+    crop: int = Field(2, ge=0, le=8, description="Random-crop padding in pixels (0: no crop).")
+    flip: bool = Field(True, description="Random horizontal flips.")
+    rotate: float = Field(0.0, ge=0, le=45, description="Largest random rotation in degrees.")
+    tta_flip: bool = Field(False, description="Average predictions over the image and its mirror (needs flips).")
+    early_stopping: int | None = Field(None, ge=1, le=1000, description="Stop after this many epochs without gain.")
+    monitor: Literal["val_acc", "val_loss"] = Field("val_acc", description="What early stopping watches.")
+    val_size: int = Field(5000, ge=1, description="Validation images held out of the official training set.")
+    train_size: int | None = Field(None, ge=1, description="Train on a stratified subset of this size.")
+    split_seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of the train/validation split.")
+    seed: int = SEED
+    amp: bool = Field(True, description="bf16 autocast where the device supports it (CUDA).")
+    channels_last: bool = Field(True, description="Channels-last memory format for CNNs on the CPU.")
+    threads: int | None = Field(None, ge=1, le=1024, description="Intra-op threads (default: this machine's).")
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -93,8 +66,10 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {err['msg']} (got {err.get('input')!r})"
 
 
-def validate(cls: type[Strict], data: dict[str, Any], source: str = "config") -> Any:
+def validate(cls: type[Strict], data: Any, source: str = "config") -> Any:
     """Build `cls` from `data`, turning the first validation error into a one-line ConfigError."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a table of settings, got {data!r}")
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
@@ -112,20 +87,14 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not a valid TOML file ({exc})") from None
 
 
-def load_train_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
-    """TrainConfig from an optional TOML file, with explicitly given overrides on top."""
-    data = read_toml(path) if path else {}
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return validate(TrainConfig, data, str(path or "options"))
-
-
 class FamilyConfig(Strict):
-    """A model family: a baseline and 3-5 named variants overriding TrainConfig keys."""
+    """A model family: a baseline and up to 5 named variants overriding training settings."""
 
-    model: str
-    title: str = ""
-    baseline: dict[str, Any] = Field(default_factory=dict)
-    variants: dict[str, dict[str, Any]] = Field(default_factory=dict, max_length=5)
+    model: str = Field(description="Registered model name.")
+    title: str = Field("", description="Name shown in the report.")
+    baseline: dict[str, Any] = Field(default_factory=dict, description="Settings of the baseline.")
+    variants: dict[str, dict[str, Any]] = Field(default_factory=dict, max_length=5,
+                                                description="Variant name -> settings changed from the baseline.")
 
 
 class CompareConfig(Strict):
@@ -136,21 +105,70 @@ class CompareConfig(Strict):
     title: str = ""
 
 
+class EvaluateConfig(Strict):
+    """How each trial is evaluated."""
+
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed choosing the images shown in heatmaps.")
+    timing_s: float = Field(0.5, gt=0, le=60, description="Seconds spent timing inference per model.")
+
+
+class SearchBudget(Strict):
+    train_size: int | None = Field(None, ge=1, description="Images searched besides the validation split.")
+    val_size: int = Field(5000, ge=1, description="Validation images.")
+    epochs: int = Field(5, ge=1, le=1000, description="Epochs per fit.")
+    seed: int = SEED
+    device: Device = "cpu"
+
+
+class GridSection(SearchBudget):
+    """A scikit-learn grid search: the same grid for every model named."""
+
+    models: list[str] = Field(min_length=1)
+    params: dict[str, list[Any]] = Field(min_length=1)
+    cv: int | Literal["holdout"] = 3
+    halving: bool = False
+    executor: Literal["local", "dask"] = "local"
+    scheduler: str | None = None
+
+
+class OptunaSection(SearchBudget):
+    """An Optuna TPE search with pruning."""
+
+    model: str
+    trials: int = Field(20, ge=1, le=100_000)
+    storage: str | None = None
+    study_name: str | None = None
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    timeout: float | None = Field(None, gt=0)
+    space: str | dict[str, Any] | None = None
+    sampler_seed: int | None = Field(None, ge=0, le=2**32 - 1)
+
+
+class TuneConfig(Strict):
+    """A study's [tune] table: a grid search, an Optuna search, or both."""
+
+    grid: GridSection | None = None
+    optuna: OptunaSection | None = None
+
+
 class StudyConfig(Strict):
     name: str = "study"
     description: str = ""
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    defaults: dict[str, Any] = Field(default_factory=dict)
+    device: Device = Field("auto", description="Where the trials train (not part of what a trial is).")
+    defaults: dict[str, Any] = Field(default_factory=dict, description="Settings of every trial.")
     families: dict[str, FamilyConfig] = Field(min_length=1)
     compare: list[CompareConfig] = Field(default_factory=list)
-    evaluate: dict[str, Any] = Field(default_factory=dict)
-    tune: dict[str, Any] = Field(default_factory=dict)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    tune: TuneConfig | None = None
 
     @field_validator("seeds")
     @classmethod
     def _distinct(cls, seeds: list[int]) -> list[int]:
         if len(set(seeds)) != len(seeds):
             raise ValueError("seeds must be distinct")
+        if any(not 0 <= s <= 2**32 - 1 for s in seeds):
+            raise ValueError("seeds must be between 0 and 2**32 - 1")
         return seeds
 
 

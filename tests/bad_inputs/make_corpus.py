@@ -62,16 +62,21 @@ def checkpoints() -> dict[str, bytes]:
         torch.save(obj, buf)
         return buf.getvalue()
 
-    base = {"format": 1, "model": "logreg", "model_args": {}, "num_classes": 10, "config": {},
+    from fmlab.runs import resolve
+
+    def spec(model: str) -> dict:
+        return resolve([("corpus", {"model": model, "threads": 1})]).model_dump(mode="json")
+
+    base = {"format": 2, "num_classes": 10, "spec": spec("logreg"), "key": "corpus",
             "norm": {"mean": 0.286, "std": 0.353}, "state_dict": {}}
     whole = saved(base)
     return {
         "empty.pt": b"",
         "garbage.pt": bytes(range(256)) * 2,
         "truncated.pt": whole[: len(whole) // 2],
-        "future_format.pt": saved({**base, "format": 2}),
+        "future_format.pt": saved({**base, "format": 3}),
         "seven_classes.pt": saved({**base, "num_classes": 7}),
-        "wrong_arch.pt": saved({**base, "model": "lenet5", "state_dict": {"linear.weight": torch.zeros(10, 4)}}),
+        "wrong_arch.pt": saved({**base, "spec": spec("lenet5"), "state_dict": {"linear.weight": torch.zeros(10, 4)}}),
     }
 
 

@@ -41,4 +41,4 @@ def evaluate(
     summary = compare_runs(run_dirs, target, data_dir=data_dir, seed=seed)
     for name, r in summary["models"].items():
         typer.echo(_line(name, r["model"], r, r["method"], r["faithfulness"]))
-    typer.echo(f"-> {target} (comparison.png, comparison.json, one folder per run)")
+    typer.echo(f"-> {target} (the comparison view, its numbers, one folder per run)")

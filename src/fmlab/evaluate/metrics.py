@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,18 +14,6 @@ from fmlab.errors import FmlabError
 NUM_CLASSES = 10
 ECE_BINS = 15
 LABELS = list(range(NUM_CLASSES))
-
-
-def load_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(labels int64 (N,), probs float64 (N, 10)) from a predictions.npz; probs from logits when absent."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            labels = np.asarray(z["labels"], dtype=np.int64)
-            probs = np.asarray(z["probs"]) if "probs" in z else softmax(np.asarray(z["logits"]))
-    except (OSError, KeyError, ValueError, EOFError) as exc:
-        raise FmlabError(f"{path}: unreadable predictions ({str(exc).splitlines()[0]}); rerun fmlab train") from None
-    return labels, normalise(probs, str(path))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import csv
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,11 +26,18 @@ def new_figure(width: float, height: float, layout: str | None = None) -> Figure
     return fig
 
 
+def png(fig: Figure, dpi: int = DPI) -> bytes:
+    """`fig` as PNG bytes."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
 def save(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
     """Write `fig` as a PNG atomically; returns the path."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
+        tmp.write_bytes(png(fig, dpi))
     return path
 
 
@@ -82,11 +89,6 @@ def roc_figure(
     if title:
         fig.suptitle(title)
     return fig
-
-
-def read_history(path: str | Path) -> list[dict[str, float]]:
-    with open(path, newline="") as fh:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(fh)]
 
 
 def curves_figure(history: list[dict[str, float]], title: str = "") -> Figure:

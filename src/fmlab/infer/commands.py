@@ -12,7 +12,7 @@ Arg, Opt = typer.Argument, typer.Option
 
 
 def predict(
-    source: Annotated[Path, Arg(metavar="CHECKPOINT_OR_RUN_DIR", help="checkpoint.pt or the run directory.")],
+    source: Annotated[Path, Arg(metavar="CHECKPOINT_OR_RUN_DIR", help="A run folder or a checkpoint file.")],
     images: Annotated[list[Path], Arg(metavar="IMAGE...", help="PNG/JPEG files, .npy arrays or IDX files.")],
     top_k: Annotated[int, Opt("--top-k", help="How many classes to show per image.")] = 3,
     as_json: Annotated[bool, Opt("--json", help="Print a JSON list, one object per image.")] = False,
@@ -45,7 +45,7 @@ def _line(entry: dict[str, Any], numbered: bool) -> str:
 
 
 def export(
-    run_dir: Annotated[Path, Arg(metavar="RUN_DIR", help="Run directory (or checkpoint.pt) to export.")],
+    run_dir: Annotated[Path, Arg(metavar="RUN_DIR", help="Run folder (or checkpoint file) to export.")],
     onnx: Annotated[Path, Opt("--onnx", help="Where to write the ONNX model.")],
     opset: Annotated[int, Opt("--opset", help="ONNX opset version.")] = 17,
     limit: Annotated[int | None, Opt("--limit", help="Verify on the first N test images only.")] = None,

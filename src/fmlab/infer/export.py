@@ -1,9 +1,11 @@
-"""Export a trained model to ONNX and prove the export: same logits as torch, and how fast each runs.
+"""Export a run's predictor to ONNX and prove the export: same scores as torch, and how fast each runs.
 
-The ONNX graph takes "input" (batch, 1, 28, 28) float32, already normalised with the mean/std
-recorded in its metadata (`fmlab.norm_mean`, `fmlab.norm_std`), and returns "logits" (batch, 10).
-The batch axis is dynamic. The file is written atomically and only after onnxruntime's outputs
-matched torch's within `TOLERANCE` on the test images; otherwise nothing is left behind.
+The ONNX graph is the whole predictor (fmlab.runs.PredictorModule): it takes "input" (batch, 1, 28, 28)
+float32 pixel values in [0, 255], normalises them, runs the network and, for a model trained with flip
+test-time averaging, averages the log-probabilities of the image and its mirror, returning "logits"
+(batch, 10) whose argmax is the class. The batch axis is dynamic. The file is written atomically and
+only after onnxruntime's outputs matched torch's within `TOLERANCE` on the test images; otherwise
+nothing is left behind.
 """
 
 from __future__ import annotations
@@ -20,9 +22,8 @@ from torch import nn
 
 from fmlab.data.fashion_mnist import CLASS_NAMES
 from fmlab.errors import FmlabError
-from fmlab.infer.predict import normalisation, to_inputs
 from fmlab.io import atomic_path
-from fmlab.train import checkpoint
+from fmlab.runs import Predictor, open_predictor
 
 TOLERANCE = 1e-4
 BATCH = 256
@@ -55,9 +56,8 @@ def export_onnx(
         raise ExportError(f"--opset must be between 7 and 23, got {opset}")
     if limit is not None and limit < 1:
         raise ExportError(f"--limit must be at least 1, got {limit}")
-    model, payload = checkpoint.load_model(run_dir)
-    name = str(payload.get("model"))
-    mean, std = normalisation(payload, run_dir)
+    predictor = open_predictor(run_dir)
+    name = predictor.spec.model
     if images is None:
         from fmlab.data import load
 
@@ -65,20 +65,20 @@ def export_onnx(
     images = images[:limit] if limit is not None else images
     if len(images) == 0:
         raise ExportError("no test images to verify the export with")
-    inputs = to_inputs(images, mean, std)
     with atomic_path(out_path) as tmp:
-        _export(model, tmp, opset, name)
+        _export(predictor.module.eval(), tmp, opset, name)
         graph = onnx.load(str(tmp))
         graph.doc_string = f"fmlab {name} classifier for Fashion-MNIST"
-        meta = {"fmlab.model": name, "fmlab.opset": str(opset), "fmlab.norm_mean": repr(mean),
-                "fmlab.norm_std": repr(std), "fmlab.class_names": json.dumps(CLASS_NAMES)}
+        meta = {"fmlab.model": name, "fmlab.opset": str(opset), "fmlab.tta_flip": str(predictor.spec.tta_flip),
+                "fmlab.input": "pixels in [0, 255], float32, (batch, 1, 28, 28); the graph normalises them",
+                "fmlab.class_names": json.dumps(CLASS_NAMES)}
         for key, value in meta.items():
             graph.metadata_props.add(key=key, value=value)
         onnx.checker.check_model(graph)
         onnx.save(graph, str(tmp))
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        torch_out, torch_s = _timed(lambda x: _torch_logits(model, x), inputs)
-        ort_out, ort_s = _timed(lambda x: session.run(["logits"], {"input": x.numpy()})[0], inputs)
+        torch_out, torch_s = _timed(lambda x: _torch_logits(predictor, x), images)
+        ort_out, ort_s = _timed(lambda x: session.run(["logits"], {"input": _pixels(x)})[0], images)
         diff = float(np.abs(torch_out - ort_out).max())
         if not diff <= TOLERANCE:
             raise ExportError(f"ONNX outputs differ from torch by {diff:.2e} (> {TOLERANCE:g}); export not written")
@@ -116,14 +116,18 @@ def _export(model: nn.Module, path: Path, opset: int, name: str) -> None:
         raise ExportError(f"cannot export the '{name}' model to ONNX opset {opset}: {first[:200]}") from None
 
 
-def _torch_logits(model: nn.Module, x: torch.Tensor) -> np.ndarray:
-    with torch.inference_mode():
-        return model(x).float().numpy()
+def _pixels(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, 28, 28) -> the graph's input: float32 pixel values (N, 1, 28, 28)."""
+    return np.ascontiguousarray(images, np.float32)[:, None]
 
 
-def _timed(run: Any, inputs: torch.Tensor) -> tuple[np.ndarray, float]:
-    """Outputs for all inputs in batches of BATCH, and the seconds that took (after one warm-up batch)."""
-    run(inputs[:BATCH])
+def _torch_logits(predictor: Predictor, images: np.ndarray) -> np.ndarray:
+    return predictor.logits(images).numpy()
+
+
+def _timed(run: Any, images: np.ndarray) -> tuple[np.ndarray, float]:
+    """Outputs for all images in batches of BATCH, and the seconds that took (after one warm-up batch)."""
+    run(images[:BATCH])
     start = time.perf_counter()
-    out = np.concatenate([run(inputs[i : i + BATCH]) for i in range(0, len(inputs), BATCH)])
+    out = np.concatenate([run(images[i : i + BATCH]) for i in range(0, len(images), BATCH)])
     return out, max(time.perf_counter() - start, 1e-9)

@@ -1,13 +1,14 @@
 """Classify image files with a trained model: top-k classes per image, optional Grad-CAM overlay.
 
-Each file is read on its own (see `fmlab.infer.images`), so one unreadable file yields an
-entry with an "error" and every other file is still answered. A PNG/JPEG gives one entry;
-an `.npy` or IDX stack gives one entry per image, numbered by "index".
+The model is the run's predictor (fmlab.runs.Predictor: normalisation and test-time averaging
+included), the one its test predictions were made with. Each file is read on its own (see
+`fmlab.infer.images`), so one unreadable file yields an entry with an "error" and every other file
+is still answered. A PNG/JPEG gives one entry; an `.npy` or IDX stack gives one entry per image,
+numbered by "index".
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,8 @@ from torch import nn
 from fmlab.data.fashion_mnist import CLASS_NAMES
 from fmlab.errors import ConfigError
 from fmlab.infer.images import ImageError, load
-from fmlab.train import checkpoint
+from fmlab.runs import open_predictor
 
-BATCH = 512
 MAX_PANELS = 16  # Grad-CAM overlays drawn for at most this many images
 PANEL = 112
 
@@ -35,9 +35,8 @@ def predict(
     """One dict per image: file, index, prediction, probability and the top-k; or file and error."""
     if not 1 <= top_k <= len(CLASS_NAMES):
         raise ConfigError(f"--top-k must be between 1 and {len(CLASS_NAMES)}, got {top_k}")
-    model, payload = checkpoint.load_model(checkpoint_or_run_dir)
-    layer = gradcam_layer(model, str(payload.get("model"))) if gradcam is not None else None
-    mean, std = normalisation(payload, checkpoint_or_run_dir)
+    predictor = open_predictor(checkpoint_or_run_dir)
+    layer = gradcam_layer(predictor.net, predictor.spec.model) if gradcam is not None else None
     entries: list[dict[str, Any]] = []
     stacks: list[np.ndarray] = []
     for path in paths:
@@ -51,8 +50,7 @@ def predict(
     if not stacks:
         return entries
     pixels = np.concatenate(stacks)
-    inputs = to_inputs(pixels, mean, std)
-    probs = probabilities(model, inputs)
+    probs = torch.from_numpy(predictor.probs(pixels))
     top_p, top_i = probs.topk(top_k, dim=1)
     answered = [e for e in entries if "error" not in e]
     for entry, p_row, i_row in zip(answered, top_p.tolist(), top_i.tolist(), strict=True):
@@ -69,33 +67,9 @@ def predict(
             + f"\n{e['prediction']} {e['probability']:.0%}"
             for e in answered
         ]
-        write_gradcam(gradcam, model, layer, inputs[:MAX_PANELS], pixels[:MAX_PANELS], preds[:MAX_PANELS], captions)
+        write_gradcam(gradcam, predictor.net, layer, predictor.normalise(pixels[:MAX_PANELS]), pixels[:MAX_PANELS],
+                      preds[:MAX_PANELS], captions)
     return entries
-
-
-def normalisation(payload: dict[str, Any], source: str | Path) -> tuple[float, float]:
-    """The mean and std the model was trained with, as recorded in its checkpoint."""
-    norm = payload.get("norm")
-    try:
-        mean, std = float(norm["mean"]), float(norm["std"])  # type: ignore[index]
-    except (TypeError, KeyError, ValueError):
-        raise checkpoint.CheckpointError(f"{source}: checkpoint records no input normalisation") from None
-    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
-        raise checkpoint.CheckpointError(f"{source}: checkpoint normalisation mean={mean}, std={std} is invalid")
-    return mean, std
-
-
-def to_inputs(pixels: np.ndarray, mean: float, std: float) -> torch.Tensor:
-    """uint8 (N, 28, 28) -> normalised float32 (N, 1, 28, 28), exactly as in training."""
-    from fmlab.data.split import to_tensor
-
-    return to_tensor(pixels, mean, std)
-
-
-def probabilities(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    with torch.inference_mode():
-        logits = torch.cat([model(inputs[i : i + BATCH]) for i in range(0, len(inputs), BATCH)])
-    return torch.softmax(logits.float(), dim=1)
 
 
 def gradcam_layer(model: nn.Module, name: str) -> nn.Module:

@@ -23,13 +23,13 @@ import torch
 from scipy.special import erf
 
 from fmlab.errors import ConfigError
-from fmlab.models.mlp import MLP, MLP_DEFAULTS, check_mlp_args, layer_sizes
+from fmlab.models.mlp import MLP, check_mlp_args, layer_sizes
 from fmlab.models.registry import check_choice, register
 
 register(
     "mlp-numpy",
-    defaults=MLP_DEFAULTS,
-    description="The mlp network written from scratch in NumPy (hand-written backward pass, SGD/Adam).",
+    defaults={"hidden": (256, 128), "activation": "relu", "dropout": 0.2},
+    description="An mlp (256-128) written from scratch in NumPy (hand-written backward pass, SGD/Adam).",
     family="ffnn",
     numpy=True,
     recipe={"optimizer": "adam", "lr": 1e-3, "schedule": "cosine", "epochs": 6},

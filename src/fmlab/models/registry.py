@@ -7,10 +7,11 @@ helpers below and raise ConfigError on a bad value; `build` rejects unknown argu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import torch
 from torch import nn
 
 from fmlab.errors import ConfigError
@@ -25,12 +26,13 @@ class ModelSpec:
     target_layer: str | None  # dotted path of the Grad-CAM layer (last conv output or activation), None for non-CNNs
     family: str  # "linear" | "ffnn" | "cnn"
     numpy: bool = False  # trained by the NumPy engine (fmlab.models.mlp_numpy); `builder` gives its torch twin
-    recipe: dict[str, Any] = field(default_factory=dict)  # TrainConfig defaults for this model (fmlab.config)
+    recipe: dict[str, Any] = field(default_factory=dict)  # training settings for this model (fmlab.runs.resolve)
 
 
 B = TypeVar("B", bound=Callable[..., nn.Module])
 _REGISTRY: dict[str, ModelSpec] = {}
 FAMILIES = ("linear", "ffnn", "cnn")
+MAX_PARAMETERS = 50_000_000  # 200 MB of float32 weights: far above any Fashion-MNIST model worth training
 
 
 def register(
@@ -45,7 +47,8 @@ def register(
 ) -> Callable[[B], B]:
     """Decorator for a builder (function or nn.Module class): register `builder(**defaults)` under `name`.
 
-    `recipe` holds the model's measured training recipe: TrainConfig values used unless a config sets them.
+    `defaults` are the network the name stands for; `recipe` holds the model's measured training recipe:
+    training settings (no model arguments) used unless a config sets them.
     """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
@@ -80,8 +83,9 @@ def recipe(name: Any) -> dict[str, Any]:
     return dict(spec.recipe) if spec else {}
 
 
-def build(name: str, **overrides: Any) -> nn.Module:
-    """A fresh model: the registered defaults updated with `overrides`."""
+def full_args(name: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The registered defaults of `name` updated with `overrides`, checked by building the network on the
+    meta device (nothing is allocated): a bad value or an oversized network is a ConfigError."""
     spec = get(name)
     unknown = sorted(set(overrides) - set(spec.defaults))
     if unknown:
@@ -89,7 +93,23 @@ def build(name: str, **overrides: Any) -> nn.Module:
             f"model '{name}' has no argument {', '.join(repr(k) for k in unknown)}; "
             f"valid arguments: {', '.join(sorted(spec.defaults))}"
         )
-    return spec.builder(**{**spec.defaults, **overrides})
+    args = {**spec.defaults, **overrides}
+    try:
+        with torch.device("meta"):
+            size = count_parameters(spec.builder(**args))
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ConfigError(f"model '{name}': arguments {args} do not build a network ({exc})") from None
+    if size > MAX_PARAMETERS:
+        raise ConfigError(f"model '{name}' with {args} has {size:,} parameters, over fmlab's limit of "
+                          f"{MAX_PARAMETERS:,}; choose smaller layers")
+    return args
+
+
+def build(name: str, **overrides: Any) -> nn.Module:
+    """A fresh model: the registered defaults updated with `overrides` (checked first, see full_args)."""
+    return get(name).builder(**full_args(name, overrides))
 
 
 def target_layer(model: nn.Module, name: str) -> nn.Module | None:

@@ -16,22 +16,29 @@ def study_run(
     out: Annotated[Path | None, typer.Option(help="Study directory (default runs/<study name>).")] = None,
     executor: Annotated[str, typer.Option(help="local or dask.")] = "local",
     scheduler: Annotated[str, typer.Option(help="Dask scheduler tcp://host:8786, or local:N.")] = "local:2",
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps (default: the study's).")] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
 ) -> None:
-    """Run every trial once (finished trials are skipped), evaluate, summarise and write report.html."""
+    """Run every trial once (finished trials are skipped), evaluate, summarise and write the report."""
     from fmlab.config import load_study
+    from fmlab.errors import Interrupted
+    from fmlab.runs import check_name
     from fmlab.study.run import run_study
 
     study = load_study(file)
-    target = out or Path("runs") / study.name
-    run_study(study, target, executor=executor, scheduler=scheduler,
-              data_dir=str(data_dir) if data_dir else None, log=lambda line: typer.echo(line, err=True))
-    typer.echo(f"report: {target / 'report.html'}")
+    target = out or Path("runs") / check_name("study", study.name)
+    try:
+        summary = run_study(study, target, executor=executor, scheduler=scheduler, device=device,
+                            data_dir=str(data_dir) if data_dir else None, log=lambda line: typer.echo(line, err=True))
+    except Interrupted:
+        raise Interrupted(f"interrupted; finished trials and saved epochs are kept, continue with: "
+                          f"fmlab study run {file} --out {target}") from None
+    typer.echo(f"report: {summary['report']}")
 
 
 @study_app.command("report")
 def study_report(directory: Annotated[Path, typer.Argument(help="A study directory.")]) -> None:
-    """Re-render report.html and report.md from a study directory."""
+    """Re-render the HTML and Markdown report from a study folder."""
     from fmlab.study.report import write_report
 
     typer.echo(f"report: {write_report(directory)}")

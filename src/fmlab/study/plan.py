@@ -1,19 +1,17 @@
-"""Study file -> trials: one per family x variant x seed, each a fully validated TrainConfig."""
+"""Study file -> trials: one per family x variant x seed, each with its resolved spec; every table of the
+study (searches included) is checked here, before any trial trains."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import fmlab
-from fmlab import models
-from fmlab.config import StudyConfig, TrainConfig, validate
+from fmlab.config import StudyConfig, TrainConfig
 from fmlab.errors import ConfigError
+from fmlab.runs import check_name, resolve, run_key
 
 BASELINE = "baseline"
+FIXED = ("model", "seed")  # a family fixes the model, the study's seeds the seed
 
 
 @dataclass(frozen=True)
@@ -21,61 +19,70 @@ class Trial:
     family: str
     variant: str
     seed: int
-    config: TrainConfig
+    spec: TrainConfig
 
     @property
     def name(self) -> str:
         return f"{self.family}/{self.variant}/seed{self.seed}"
 
     def key(self, data_checksums: dict[str, str]) -> str:
-        """Content address of the trial's inputs: config, data and code version."""
-        blob = json.dumps(
-            {"config": self.config.model_dump(), "data": data_checksums, "code": code_version()}, sort_keys=True
-        )
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def code_version() -> str:
-    """fmlab's version plus a hash of the code a trial's numbers depend on."""
-    root = Path(fmlab.__file__).parent
-    digest = hashlib.sha256(fmlab.__version__.encode())
-    sources = [root / "config.py", *(p for d in ("data", "models", "train") for p in root.glob(f"{d}/*.py"))]
-    for path in sorted(sources):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:12]
+        return run_key(self.spec, data_checksums)
 
 
 def variant_names(study: StudyConfig, family: str) -> list[str]:
     return [BASELINE, *study.families[family].variants]
 
 
+def _layers(study: StudyConfig, family: str, variant: str) -> list[tuple[str, dict[str, Any]]]:
+    fam = study.families[family]
+    layers = [("defaults", study.defaults), (f"families.{family}.baseline", fam.baseline)]
+    if variant != BASELINE:
+        layers.append((f"families.{family}.variants.{variant}", fam.variants[variant]))
+    for source, layer in layers:
+        fixed = [k for k in FIXED if k in layer]
+        if fixed:
+            raise ConfigError(f"{source}: '{fixed[0]}' cannot be set here; a family fixes the model "
+                              "(add a family for another model) and `seeds` lists the seeds")
+    return layers
+
+
 def plan(study: StudyConfig) -> list[Trial]:
-    """Expand and validate every trial; a bad value names the family and variant it came from."""
+    """Expand and resolve every trial; a bad value names the table it came from."""
     trials = []
-    for fam_name, fam in study.families.items():
-        models.get(fam.model)
+    for family, fam in study.families.items():
+        check_name("family", family)
         if BASELINE in fam.variants:
-            raise ConfigError(f"families.{fam_name}: a variant may not be called '{BASELINE}'")
-        for variant in variant_names(study, fam_name):
-            overrides = fam.variants.get(variant, {})
+            raise ConfigError(f"families.{family}: a variant may not be called '{BASELINE}'")
+        for variant in variant_names(study, family):
+            check_name("variant", variant)
+            layers = _layers(study, family, variant)
             for seed in study.seeds:
-                merged: dict[str, Any] = {**study.defaults, **fam.baseline, **overrides,
-                                          "model": fam.model, "seed": seed}
-                merged["model_args"] = {
-                    **study.defaults.get("model_args", {}), **fam.baseline.get("model_args", {}),
-                    **overrides.get("model_args", {}),
-                }
-                where = f"families.{fam_name}.{variant}"
-                config = validate(TrainConfig, merged, where)
-                try:
-                    models.build(fam.model, **config.model_kwargs())
-                except ConfigError as exc:
-                    raise ConfigError(f"{where}: {exc}") from None
-                trials.append(Trial(fam_name, variant, seed, config))
+                spec = resolve([*layers, (f"families.{family}", {"model": fam.model, "seed": seed})])
+                trials.append(Trial(family, variant, seed, spec))
     for pair in study.compare:
         for ref in (pair.a, pair.b):
             resolve_ref(study, ref)
+    if study.tune is not None:
+        check_tune(study)
     return trials
+
+
+def check_tune(study: StudyConfig) -> None:
+    """The [tune] table's searches, checked the way they will run (models, grid values, search space)."""
+    from fmlab.tune.grid import check_options
+    from fmlab.tune.optuna_search import load_space, parse_space
+
+    tune = study.tune
+    if tune is None or (tune.grid is None and tune.optuna is None):
+        raise ConfigError("tune: the [tune] table is empty; add a 'grid' or an 'optuna' table")
+    if tune.grid is not None:
+        g = tune.grid
+        try:
+            check_options(g.models, g.params, cv=g.cv, halving=g.halving, executor=g.executor, scheduler=g.scheduler)
+        except ConfigError as exc:
+            raise ConfigError(f"tune.grid: {exc}") from None
+    if tune.optuna is not None:
+        parse_space(*load_space(tune.optuna.space), tune.optuna.model)
 
 
 def resolve_ref(study: StudyConfig, ref: str) -> tuple[str, str | None]:

@@ -1,9 +1,8 @@
-"""The study report: one self-contained report.html (figures embedded) and a report.md twin."""
+"""The study report: one self-contained HTML page (figures embedded) and a Markdown twin."""
 
 from __future__ import annotations
 
 import base64
-import json
 import platform
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,18 +13,16 @@ import jinja2
 import fmlab
 from fmlab import models
 from fmlab.data import CLASS_NAMES
-from fmlab.errors import FmlabError
-from fmlab.io import write_text
+from fmlab.runs import StudyDir
 from fmlab.study import findings
-from fmlab.study.run import trial_dir
 
 FIGURES = {
-    "training_curves.png": "Training curves",
-    "confusion_matrix.png": "Confusion matrix",
-    "roc.png": "One-vs-rest ROC",
-    "reliability.png": "Reliability diagram",
-    "mistakes.png": "Most confident mistakes",
-    "attributions.png": "Attributions",
+    "training_curves": "Training curves",
+    "confusion_matrix": "Confusion matrix",
+    "roc": "One-vs-rest ROC",
+    "reliability": "Reliability diagram",
+    "mistakes": "Most confident mistakes",
+    "attributions": "Attributions",
 }
 
 
@@ -39,64 +36,53 @@ def _env() -> jinja2.Environment:
     )
 
 
-def _read(path: Path) -> Any:
-    return json.loads(path.read_text())
+def context(out: str | Path) -> dict[str, Any]:
+    """Everything the report shows, read from the study folder."""
+    layout = StudyDir(out)
+    summary, study = layout.read_summary(), layout.read_study()
 
+    def rel(path: Path) -> str:
+        return path.relative_to(layout.path).as_posix()
 
-def context(out: Path) -> dict[str, Any]:
-    """Everything the report shows, read from the study directory."""
-    try:
-        summary, study = _read(out / "summary.json"), _read(out / "study.json")
-    except (OSError, ValueError):
-        raise FmlabError(f"{out}: no study results (summary.json); run `fmlab study run` first") from None
-    seed = study["seeds"][0]
     families = []
-    for fam_name, fam in study["families"].items():
-        spec = models.get(fam["model"])
+    for fam_name, fam in study.families.items():
+        spec = models.get(fam.model)
         variant = summary["best"][fam_name]
-        run = trial_dir(out, fam_name, variant, seed)
-        ev = _read(run / "eval" / "metrics.json")
-        history = [{k: float(v) for k, v in row.items()} for row in _csv_rows(run / "history.csv")]
+        run = layout.trial(fam_name, variant, study.seeds[0])
+        ev = run.eval.read_metrics()
         row = next(r for r in summary["rows"] if r["family"] == fam_name and r["variant"] == variant)
         families.append({
-            "name": fam_name, "title": fam.get("title") or fam_name, "model": fam["model"], "variant": variant,
+            "name": fam_name, "title": fam.title or fam_name, "model": fam.model, "variant": variant,
             "description": spec.description, "mechanism": findings.MECHANISM[spec.family], "row": row,
-            "config": _read(run / "config.json"), "eval": ev, "fit": findings.fit_diagnosis(history),
-            "classes": findings.class_findings(ev, CLASS_NAMES), "run": run.relative_to(out).as_posix(),
-            "figures": [(f"{run.relative_to(out).as_posix()}/eval/{name}", title) for name, title in FIGURES.items()
-                        if (run / "eval" / name).is_file()],
+            "config": run.read_spec()[0].model_dump(), "eval": ev, "fit": findings.fit_diagnosis(run.read_history()),
+            "classes": findings.class_findings(ev, CLASS_NAMES), "run": rel(run.path),
+            "figures": [(rel(run.eval.figure(name)), title) for name, title in FIGURES.items()
+                        if run.eval.figure(name).is_file()],
         })
-    tune = _read(out / "tune" / "summary.json") if (out / "tune" / "summary.json").is_file() else None
+    comparison = layout.comparison.figure
     return {
-        "study": study, "summary": summary, "families": families, "pct": findings.pct, "ci": findings.ci_text,
-        "headline": findings.headline(summary["rows"], summary["best"]),
+        "study": study.model_dump(), "summary": summary, "families": families, "pct": findings.pct,
+        "ci": findings.ci_text, "headline": findings.headline(summary["rows"], summary["best"]),
         "pairs": [c for c in summary["comparisons"] if c["kind"] == "pair"],
         "vs_baseline": {(c["a"]): c for c in summary["comparisons"] if c["kind"] == "variant_vs_baseline"},
-        "sensitivity": sorted(p.relative_to(out).as_posix() for p in (out / "figures").glob("sensitivity_*.png")),
-        "comparison": "comparison/comparison.png" if (out / "comparison" / "comparison.png").is_file() else None,
-        "class_names": CLASS_NAMES, "tune": tune,
+        "sensitivity": [rel(layout.sensitivity(f)) for f in study.families if layout.sensitivity(f).is_file()],
+        "comparison": rel(comparison) if comparison.is_file() else None,
+        "class_names": CLASS_NAMES, "tune": layout.read_tune_summary(), "tune_dir": rel(layout.tune),
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "version": fmlab.__version__,
         "machine": f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}",
         "wall_s": summary.get("wall_s"),
     }
 
 
-def _csv_rows(path: Path) -> list[dict[str, str]]:
-    import csv
-
-    with path.open() as fh:
-        return list(csv.DictReader(fh))
-
-
 def write_report(out: str | Path) -> Path:
-    """Render report.html (figures embedded as data URIs) and report.md (figures linked)."""
-    out = Path(out)
-    ctx = context(out)
+    """Render the HTML report (figures embedded as data URIs) and its Markdown twin (figures linked)."""
+    layout = StudyDir(out)
+    ctx = context(layout.path)
     env = _env()
 
     def embed(rel: str) -> str:
-        return "data:image/png;base64," + base64.b64encode((out / rel).read_bytes()).decode()
+        return "data:image/png;base64," + base64.b64encode((layout.path / rel).read_bytes()).decode()
 
-    write_text(out / "report.html", env.get_template("report.html.j2").render(**ctx, img=embed))
-    write_text(out / "report.md", env.get_template("report.md.j2").render(**ctx, img=lambda rel: rel))
-    return out / "report.html"
+    html = env.get_template("report.html.j2").render(**ctx, img=embed)
+    markdown = env.get_template("report.md.j2").render(**ctx, img=lambda rel: rel)
+    return layout.write_report(html, markdown)

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-from pathlib import Path
+from collections import Counter
 from typing import Any
 
 import numpy as np
 
 from fmlab.config import StudyConfig
 from fmlab.evaluate import stats
-from fmlab.io import write_json, write_text
+from fmlab.runs import RunDir, StudyDir
 from fmlab.study.plan import BASELINE, resolve_ref, variant_names, varied_keys
-from fmlab.study.run import trial_dir
 
 METRICS = (
     "accuracy", "macro_f1", "macro_auc", "ece", "train_time_s", "params", "macs", "images_per_s", "latency_ms",
@@ -22,10 +20,9 @@ METRICS = (
 )
 
 
-def trial_record(run_dir: Path) -> dict[str, Any]:
+def trial_record(run: RunDir) -> dict[str, Any]:
     """The numbers of one finished trial: training metrics and evaluation metrics, flattened."""
-    train = json.loads((run_dir / "metrics.json").read_text())
-    ev = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    train, ev = run.read_metrics(), run.eval.read_metrics()
     cx = ev["complexity"]
     return {
         "accuracy": ev["accuracy"], "macro_f1": ev["averages"]["macro"]["f1"], "macro_auc": ev["roc_auc"]["macro"],
@@ -35,24 +32,24 @@ def trial_record(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def correctness(run_dir: Path) -> np.ndarray:
-    pred = np.load(run_dir / "predictions.npz")
-    return pred["logits"].argmax(1) == pred["labels"]
+def correctness(run: RunDir) -> np.ndarray:
+    predictions = run.read_predictions()
+    return predictions.logits.argmax(1) == predictions.labels
 
 
-def summarise(study: StudyConfig, out: str | Path, wall_s: float | None = None) -> dict[str, Any]:
-    out = Path(out)
+def summarise(study: StudyConfig, layout: StudyDir, wall_s: float | None = None) -> dict[str, Any]:
     rows, correct = [], {}
     for family, fam in study.families.items():
         changes = varied_keys(study, family)
         for variant in variant_names(study, family):
-            dirs = [trial_dir(out, family, variant, s) for s in study.seeds]
-            records = [trial_record(d) for d in dirs]
-            correct[(family, variant)] = np.stack([correctness(d) for d in dirs])
+            runs = [layout.trial(family, variant, s) for s in study.seeds]
+            records = [trial_record(run) for run in runs]
+            correct[(family, variant)] = np.stack([correctness(run) for run in runs])
+            statuses = Counter(r["status"] for r in records)
             row: dict[str, Any] = {
                 "family": family, "title": fam.title or family, "model": fam.model, "variant": variant,
-                "changes": changes.get(variant, {}), "seeds": len(records),
-                "diverged": sum(r["status"] == "diverged" for r in records),
+                "changes": changes.get(variant, {}), "seeds": len(records), "status": dict(sorted(statuses.items())),
+                "diverged": statuses["diverged"],
             }
             for metric in METRICS:
                 row[metric] = stats.mean_ci([r[metric] for r in records])
@@ -73,9 +70,8 @@ def summarise(study: StudyConfig, out: str | Path, wall_s: float | None = None) 
         "study": study.name, "seeds": study.seeds, "wall_s": wall_s, "rows": rows, "best": best,
         "comparisons": comparisons,
     }
-    write_json(out / "summary.json", summary)
-    write_text(out / "summary.csv", _csv(rows))
-    _sensitivity_plots(study, rows, out / "figures")
+    layout.write_summary(summary, _csv(rows))
+    _sensitivity_plots(study, rows, layout)
     return summary
 
 
@@ -102,22 +98,17 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def _sensitivity_plots(study: StudyConfig, rows: list[dict[str, Any]], folder: Path) -> None:
+def _sensitivity_plots(study: StudyConfig, rows: list[dict[str, Any]], layout: StudyDir) -> None:
     """Test accuracy (mean +- std over seeds) against each hyperparameter a family varies."""
-    import matplotlib
+    from fmlab.evaluate.plots import new_figure, png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from fmlab.io import atomic_path
-
-    folder.mkdir(parents=True, exist_ok=True)
     for family, fam in study.families.items():
         fam_rows = {r["variant"]: r for r in rows if r["family"] == family}
         keys = sorted({k for r in fam_rows.values() for k in r["changes"]})
         if not keys:
             continue
-        fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.2), squeeze=False)
+        fig = new_figure(3.6 * len(keys), 3.2, layout="tight")
+        axes = fig.subplots(1, len(keys), squeeze=False)
         for ax, key in zip(axes[0], keys, strict=True):
             base_value = fam.baseline.get(key, study.defaults.get(key, "default"))
             points = [(base_value, fam_rows[BASELINE])] + [
@@ -138,7 +129,4 @@ def _sensitivity_plots(study: StudyConfig, rows: list[dict[str, Any]], folder: P
             ax.set_ylabel("test accuracy (%)")
             ax.grid(alpha=0.3)
         fig.suptitle(f"{fam.title or family}: sensitivity (baseline and variants, mean ± std over seeds)")
-        fig.tight_layout()
-        with atomic_path(folder / f"sensitivity_{family}.png") as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-        plt.close(fig)
+        layout.write_sensitivity(family, png(fig, dpi=110))

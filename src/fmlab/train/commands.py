@@ -29,8 +29,9 @@ def parse_pairs(pairs: list[str]) -> dict[str, Any]:
 
 def train(
     model: Annotated[str | None, Opt(help="Model name: logreg, mlp, mlp-numpy, lenet5, simple-cnn, cnn.")] = None,
-    config: Annotated[Path | None, Opt("--config", help="TOML file with TrainConfig keys.")] = None,
-    out: Annotated[Path, Opt(help="Run directory.")] = Path("runs/train"),
+    config: Annotated[Path | None, Opt("--config", help="TOML file with training settings.")] = None,
+    out: Annotated[Path, Opt(help="Run folder (must be new or empty, unless --resume or --force).")] = Path(
+        "runs/train"),
     lr: Annotated[float | None, Opt()] = None,
     batch_size: Annotated[int | None, Opt()] = None,
     epochs: Annotated[int | None, Opt()] = None,
@@ -48,35 +49,42 @@ def train(
     train_size: Annotated[int | None, Opt(help="Train on a stratified subset of this size.")] = None,
     val_size: Annotated[int | None, Opt()] = None,
     seed: Annotated[int | None, Opt()] = None,
-    device: Annotated[str | None, Opt(help="auto, cpu, cuda or mps.")] = None,
+    threads: Annotated[int | None, Opt(help="Intra-op threads (default: this machine's).")] = None,
+    device: Annotated[str, Opt(help="auto, cpu, cuda or mps: where it trains (not part of the run's spec).")] = "auto",
     arg: Annotated[list[str] | None, Opt("--arg", help="Model argument key=value, e.g. hidden=[512,256].")] = None,
     data_dir: Annotated[Path | None, Opt("--data-dir")] = None,
-    resume: Annotated[bool, Opt("--resume", help="Continue the interrupted run in --out.")] = False,
+    resume: Annotated[bool, Opt("--resume", help="Continue the interrupted run in --out, as it was.")] = False,
+    force: Annotated[bool, Opt("--force", help="Replace the run already in --out.")] = False,
 ) -> None:
-    """Train one model and write config, history, best checkpoint, test predictions and metrics."""
-    from fmlab.config import TrainConfig, load_train_config, validate
+    """Train one model and write its spec, history, predictor checkpoint, test predictions and metrics."""
+    from fmlab.config import read_toml
     from fmlab.data import load
-    from fmlab.train.loop import fit
+    from fmlab.runs import RunDir, resolve
+    from fmlab.train.fit import fit
 
+    options = {
+        "model": model, "lr": lr, "batch_size": batch_size, "epochs": epochs, "optimizer": optimizer,
+        "momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay, "l1": l1, "l2": l2,
+        "dropout": dropout, "schedule": schedule, "label_smoothing": label_smoothing, "augment": augment,
+        "early_stopping": early_stopping, "train_size": train_size, "val_size": val_size, "seed": seed,
+        "threads": threads, "model_args": parse_pairs(arg) if arg else None,
+    }
+    given = {k: v for k, v in options.items() if v is not None}
+    run = RunDir(out)
     if resume:
-        cfg_file = out / "config.json"
-        if not cfg_file.is_file():
-            raise ConfigError(f"nothing to resume: {cfg_file} does not exist")
-        resolved = json.loads(cfg_file.read_text())
-        resolved.pop("device", None)
-        cfg = validate(TrainConfig, resolved, str(cfg_file))
+        if force:
+            raise ConfigError("--resume continues the run in --out and --force replaces it; choose one")
+        if given or config:
+            flags = ", ".join(f"--{k.replace('_', '-')}" for k in given) or "--config"
+            raise ConfigError(f"--resume continues the saved run as it was; drop {flags} "
+                              "(or start afresh with --force)")
+        spec, _ = run.read_spec()
     else:
-        options = {
-            "model": model, "lr": lr, "batch_size": batch_size, "epochs": epochs, "optimizer": optimizer,
-            "momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay, "l1": l1, "l2": l2,
-            "dropout": dropout, "schedule": schedule, "label_smoothing": label_smoothing, "augment": augment,
-            "early_stopping": early_stopping, "train_size": train_size, "val_size": val_size, "seed": seed,
-            "device": device, "model_args": parse_pairs(arg) if arg else None,
-        }
-        cfg = load_train_config(config, **options)
-    result = fit(cfg, out, data=load(data_dir), resume=resume)
+        layers = [(str(config), read_toml(config))] if config else []
+        spec = resolve([*layers, ("options", given)])
+    result = fit(spec, run, data=load(data_dir), device=device, resume=resume, force=force)
     m = result.metrics
     typer.echo(
-        f"{cfg.model}: {m['status']}, test accuracy {m['test_acc']:.2%} (loss {m['test_loss']:.4f}), "
+        f"{spec.model}: {m['status']}, test accuracy {m['test_acc']:.2%} (loss {m['test_loss']:.4f}), "
         f"best epoch {m['best_epoch']}, {m['train_time_s']:.1f}s training, {m['params']:,} parameters -> {out}"
     )

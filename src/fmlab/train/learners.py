@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fmlab import models
 from fmlab.config import TrainConfig
 
 
@@ -109,11 +110,9 @@ class TorchLearner:
         self.schedule.after_batch()
         return float(total.detach()), int((logits.argmax(1) == y).sum())
 
-    @torch.no_grad()
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        self.model.eval()
-        with self._autocast():
-            return self.model(self._input(x)).float()
+    def module(self) -> nn.Module:
+        """The network being trained (live: it changes with every step)."""
+        return self.model
 
     def weights(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
@@ -132,12 +131,12 @@ class TorchLearner:
 class NumpyLearner:
     """Trains the from-scratch NumPy FFNN; the LR schedule is driven by a torch scheduler on a dummy parameter."""
 
-    def __init__(self, model_args: dict[str, Any], cfg: TrainConfig, steps_per_epoch: int) -> None:
+    def __init__(self, cfg: TrainConfig, steps_per_epoch: int) -> None:
         from fmlab.models.mlp_numpy import NumpyMLP
         from fmlab.models.mlp_numpy import make_optimizer as np_optimizer
 
-        self.cfg = cfg
-        self.net = NumpyMLP(**model_args, seed=cfg.seed)
+        self.cfg, self.model_name, self.model_args = cfg, cfg.model, cfg.model_args
+        self.net = NumpyMLP(**cfg.model_args, seed=cfg.seed)
         self.opt = np_optimizer(
             cfg.optimizer, self.net.params, cfg.lr, momentum=cfg.momentum,
             nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay,
@@ -155,8 +154,11 @@ class NumpyLearner:
         self.schedule.after_batch()
         return float(loss), int((logits.argmax(1) == ys).sum())
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(self.net.forward(x.numpy().reshape(len(x), -1)))).float()
+    def module(self) -> nn.Module:
+        """The torch twin of the network as it is now (a copy: later steps do not change it)."""
+        twin = models.build(self.model_name, **self.model_args)
+        twin.load_state_dict(self.weights())
+        return twin
 
     def weights(self) -> dict[str, torch.Tensor]:
         return self.net.state_dict()

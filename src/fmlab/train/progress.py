@@ -33,9 +33,10 @@ class Reporter:
     def end_epoch(self, r: dict[str, Any]) -> None:
         if not self.enabled:
             return
+        val = f"val loss {r['val_loss']:.4f} acc {r['val_acc']:.2%}  " if "val_acc" in r else ""
         line = (
             f"epoch {int(r['epoch'])}/{self.epochs}  train loss {r['train_loss']:.4f} acc {r['train_acc']:.2%}  "
-            f"val loss {r['val_loss']:.4f} acc {r['val_acc']:.2%}  lr {r['lr']:.2e}  {r['seconds']:.1f}s"
+            f"{val}lr {r['lr']:.2e}  {r['seconds']:.1f}s"
         )
         (self.bar.console.print if self.bar is not None else lambda s: print(s, file=sys.stderr, flush=True))(line)
 

@@ -1,50 +1,18 @@
 """Hyperparameter search: scikit-learn grid search over skorch-wrapped models, and Optuna.
 
-Heavy libraries (torch, skorch, optuna, dask) are imported only when a search runs.
+skorch, optuna and dask are imported only when a search runs.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field
-
-from fmlab.config import Strict, validate
+from fmlab.config import GridSection, OptunaSection, TuneConfig
 from fmlab.data import FashionMNIST
-from fmlab.errors import ConfigError
-from fmlab.io import write_json
+from fmlab.runs import StudyDir
 
 __all__ = ["GridSection", "OptunaSection", "run_grid", "run_optuna", "run_tune_section"]
-
-
-class SearchBudget(Strict):
-    train_size: int | None = Field(None, ge=1)
-    val_size: int = Field(5000, ge=1)
-    epochs: int = Field(5, ge=1, le=1000)
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda", "mps"] = "cpu"
-
-
-class GridSection(SearchBudget):
-    models: list[str] = Field(min_length=1)
-    params: dict[str, list[Any]] = Field(min_length=1)
-    cv: int | Literal["holdout"] = 3
-    halving: bool = False
-    executor: Literal["local", "dask"] = "local"
-    scheduler: str | None = None
-
-
-class OptunaSection(SearchBudget):
-    model: str
-    trials: int = Field(20, ge=1)
-    storage: str | None = None
-    study_name: str | None = None
-    pruner: Literal["median", "hyperband", "none"] = "median"
-    timeout: float | None = Field(None, gt=0)
-    space: str | dict[str, Any] | None = None
-    sampler_seed: int | None = None
 
 
 def run_grid(section: GridSection, out_dir: Path, data: FashionMNIST | None) -> dict[str, Any]:
@@ -72,10 +40,9 @@ def _relative(value: Any, root: Path) -> Any:
     return value
 
 
-def run_tune_section(section: dict[str, Any], out_dir: Path, data: FashionMNIST | None) -> dict[str, Any]:
-    """Run a study's `[tune]` table; write `<out_dir>/summary.json` and return the same summary.
-
-    The table holds `grid` and/or `optuna` (any other key is an error):
+def run_tune_section(section: TuneConfig, layout: StudyDir, data: FashionMNIST | None) -> dict[str, Any]:
+    """Run a study's `[tune]` table (checked by fmlab.study.plan with the study file); write its summary
+    into the study folder and return it.
 
         [tune.grid]
         models = ["lenet5", "simple-cnn"]        # the same grid for every model named
@@ -94,27 +61,19 @@ def run_tune_section(section: dict[str, Any], out_dir: Path, data: FashionMNIST 
         trials = 30
         space = "my_space.toml"   # default fmlab/tune/optuna_space.toml; or inline {params, models}
         pruner = "median"                        # median | hyperband | none
-        storage = "sqlite:///runs/optuna.db"     # default: sqlite in <out_dir>/optuna
+        storage = "sqlite:///runs/optuna.db"     # default: sqlite in the study's tune/optuna folder
         study_name = "cnn-search"                # default: "<model>-search"
         timeout = 3600                           # seconds; and train_size, val_size, epochs, seed, device
 
-    Grid results go to <out_dir>/grid, Optuna results to <out_dir>/optuna. The summary holds, per
+    Grid results go to the study's tune/grid folder, Optuna results to tune/optuna. The summary holds, per
     search, its settings, the best setting and score, the test accuracy of the refitted grid winner,
-    and the CSV/JSON/figure paths relative to out_dir. A search whose settings match the summary
-    already in out_dir is not run again, so a resumed study does not repeat (or extend) its searches.
+    and the CSV/JSON/figure paths relative to the tune folder. A search whose settings match the summary
+    already there is not run again, so a resumed study does not repeat (or extend) its searches.
     """
-    unknown = sorted(set(section) - {"grid", "optuna"})
-    if unknown:
-        raise ConfigError(f"tune: unknown key '{unknown[0]}'; the [tune] table takes 'grid' and/or 'optuna'")
-    if not section:
-        raise ConfigError("tune: the [tune] table is empty; add a 'grid' or an 'optuna' table")
-    out = Path(out_dir)
-    runs = []
-    if "grid" in section:
-        runs.append(("grid", run_grid, validate(GridSection, section["grid"], "tune.grid")))
-    if "optuna" in section:
-        runs.append(("optuna", run_optuna, validate(OptunaSection, section["optuna"], "tune.optuna")))
-    previous = _read_summary(out / "summary.json")
+    out = layout.tune
+    runs = [(name, run, cfg) for name, run, cfg in (("grid", run_grid, section.grid),
+                                                    ("optuna", run_optuna, section.optuna)) if cfg is not None]
+    previous = layout.read_tune_summary() or {}
     summary: dict[str, Any] = {}
     for name, run, cfg in runs:
         settings = cfg.model_dump(mode="json")
@@ -122,13 +81,6 @@ def run_tune_section(section: dict[str, Any], out_dir: Path, data: FashionMNIST 
             summary[name] = previous[name]
             continue
         summary[name] = {"settings": settings, **_relative(run(cfg, out / name, data), out)}
-        write_json(out / "summary.json", summary)
-    write_json(out / "summary.json", summary)
+        layout.write_tune_summary(summary)
+    layout.write_tune_summary(summary)
     return summary
-
-
-def _read_summary(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}

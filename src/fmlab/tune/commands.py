@@ -64,9 +64,9 @@ def grid(
     out: Out = Path("runs/tune-grid"),
 ) -> None:
     """Grid search (GridSearchCV / HalvingGridSearchCV) on the training split; refit the best, test it once."""
-    from fmlab.config import validate
+    from fmlab.config import GridSection, validate
     from fmlab.data import load
-    from fmlab.tune import GridSection, run_grid
+    from fmlab.tune import run_grid
 
     section = validate(GridSection, {
         "models": _models(model, models), "params": _params(param), "cv": "holdout" if holdout else cv,
@@ -108,9 +108,9 @@ def optuna(
     out: Out = Path("runs/tune-optuna"),
 ) -> None:
     """Optuna TPE search with pruning; resumable, and shareable by workers through --storage."""
-    from fmlab.config import validate
+    from fmlab.config import OptunaSection, validate
     from fmlab.data import load
-    from fmlab.tune import OptunaSection, run_optuna
+    from fmlab.tune import run_optuna
     from fmlab.tune.optuna_search import load_space, parse_space
 
     section = validate(OptunaSection, {

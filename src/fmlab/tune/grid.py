@@ -52,7 +52,7 @@ def check_options(
     scheduler: Any,
 ) -> list[str]:
     """Validate a search before any data is loaded; returns the model names (duplicates dropped)."""
-    names = check_models(models, torch_only=True)
+    names = check_models(models)
     check_grid(dict(grid), names)
     if cv != "holdout" and (isinstance(cv, bool) or not isinstance(cv, int) or cv < 2):
         raise ConfigError(f"cv must be 'holdout' or a number of folds >= 2, got {cv!r}")
@@ -175,6 +175,7 @@ def grid_search(
 
     Writes cv_results.csv, best_params.json, sensitivity_<param>.png and test_metrics.json.
     """
+    import torch
     from sklearn.metrics import log_loss
 
     from fmlab.train.loop import resolve_device
@@ -187,7 +188,9 @@ def grid_search(
     pool = np.r_[split.train_idx, split.val_idx]
     x, y = data.x_train[pool], data.y_train[pool]
     splitter = _splitter(cv, len(split.train_idx), len(split.val_idx), seed)
-    net = FmlabClassifier(names[0], max_epochs=epochs, seed=seed, device=str(resolve_device(device)))
+    # every cell trains with this machine's thread count, wherever it runs (thread counts change rounding)
+    net = FmlabClassifier(names[0], max_epochs=epochs, seed=seed, device=str(resolve_device(device)),
+                          threads=torch.get_num_threads())
     options: dict[str, Any] = {"scoring": "accuracy", "cv": splitter, "refit": True, "error_score": "raise",
                                "n_jobs": -1 if executor == "dask" else None}
     if halving:

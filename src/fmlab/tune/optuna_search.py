@@ -11,10 +11,10 @@ The search space is a TOML table (default: fmlab/tune/optuna_space.toml):
 
 Kinds: float (low, high, optional step), log-float (low > 0, high), int (low, high, optional step
 and log) and categorical (choices; list choices such as channel widths are allowed). Each trial is
-a `fmlab.train.fit` run scored by its best validation accuracy (the test set is never used); the
-per-epoch validation accuracy feeds the pruner. Trials live in an RDB storage (SQLite by default),
-so `optuna_search` can be stopped and called again to continue, and several processes or machines
-given the same storage URL and study name share one study.
+a run of fmlab's training engine on the resolved spec of its settings, scored by its best validation
+accuracy (the test set is never used); the per-epoch validation accuracy feeds the pruner. Trials
+live in an RDB storage (SQLite by default), so `optuna_search` can be stopped and called again to
+continue, and several processes or machines given the same storage URL and study name share one study.
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from fmlab.config import Strict, TrainConfig, read_toml, validate
+from fmlab.config import Strict, read_toml, validate
 from fmlab.data import FashionMNIST, load
 from fmlab.errors import ConfigError, FmlabError
 from fmlab.io import atomic_write, write_json
+from fmlab.runs import resolve
 from fmlab.tune.params import check_models, check_name, check_value, split_params
 
 DEFAULT_SPACE = Path(__file__).with_name("optuna_space.toml")
@@ -172,7 +173,8 @@ def optuna_search(
     """
     import optuna
 
-    from fmlab.train.loop import fit
+    from fmlab.train.fit import split_arrays
+    from fmlab.train.loop import resolve_device, train
 
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ConfigError(f"trials must be a positive whole number, got {trials!r}")
@@ -181,8 +183,9 @@ def optuna_search(
     table, source = load_space(space)
     specs = parse_space(table, source, model)
     base = {"model": model, "epochs": epochs, "train_size": train_size, "val_size": val_size, "seed": seed,
-            "device": device}
-    validate(TrainConfig, base, "optuna search")
+            "split_seed": seed}
+    base = {k: v for k, v in base.items() if v is not None}
+    dev = resolve_device(device)
     out = Path(out_dir)
     storage = storage or f"sqlite:///{out / 'optuna.db'}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -190,21 +193,22 @@ def optuna_search(
     first = seed if sampler_seed is None else sampler_seed
     study.sampler = optuna.samplers.TPESampler(seed=first + len(study.trials))
     data = data if data is not None else load()
+    train_set, val_set, norm = split_arrays(data, resolve([("optuna search", base)]), dev)
 
     def objective(trial: optuna.Trial) -> float:
-        train, model_args = split_params(sample(trial, specs))
-        cfg = validate(TrainConfig, {**base, **train, "model_args": model_args}, f"trial {trial.number}")
+        settings, model_args = split_params(sample(trial, specs))
+        spec = resolve([("optuna search", base), (f"trial {trial.number}", {**settings, "model_args": model_args})])
 
         def prune(epoch: int, record: dict[str, float]) -> None:
             trial.report(record["val_acc"], epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
-        result = fit(cfg, data=data, callbacks=[prune], progress=False, evaluate_test=False)
-        trial.set_user_attr("status", result.status)
-        trial.set_user_attr("best_epoch", result.best_epoch)
-        trial.set_user_attr("config", {**train, "model_args": model_args})
-        return max(result.best_val_acc, 0.0)
+        fitted = train(spec, train_set, val_set, norm, dev, callbacks=[prune], progress=False)
+        trial.set_user_attr("status", fitted.status)
+        trial.set_user_attr("best_epoch", fitted.best_epoch)
+        trial.set_user_attr("config", {**settings, "model_args": model_args})
+        return max(fitted.best_val_acc or 0.0, 0.0)
 
     study.optimize(objective, n_trials=trials, timeout=timeout, gc_after_trial=False)
     return write_outputs(study, out, storage)

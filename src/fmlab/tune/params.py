@@ -12,13 +12,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from fmlab import models
-from fmlab.config import TrainConfig, validate
+from fmlab.config import TrainConfig
 from fmlab.errors import ConfigError
+from fmlab.runs import resolve
 
-TRAIN_KEYS = (
-    "lr", "batch_size", "epochs", "optimizer", "momentum", "nesterov",
-    "weight_decay", "l1", "l2", "label_smoothing", "dropout",
-)
+# training settings a search may vary: every TrainConfig field but what names the run, its data split and
+# its machine, plus `dropout` (the model's dropout argument)
+FIXED = ("model", "model_args", "seed", "val_size", "train_size", "split_seed", "early_stopping", "monitor",
+         "threads", "amp", "channels_last")
+TRAIN_KEYS = (*(k for k in TrainConfig.model_fields if k not in FIXED), "dropout")
 
 
 def check_name(key: str, model_names: Sequence[str], source: str) -> None:
@@ -35,26 +37,19 @@ def check_name(key: str, model_names: Sequence[str], source: str) -> None:
 
 
 def check_value(key: str, value: Any, model_names: Sequence[str], source: str) -> None:
-    """Raise ConfigError when `value` is not valid for `key` (as a TrainConfig field or a model argument)."""
-    if key in TRAIN_KEYS:
-        validate(TrainConfig, {key: value}, source)
-        return
+    """Raise ConfigError when `value` is not valid for `key` (a training setting or a model argument) for
+    every model named: each combination is resolved the way a run would resolve it."""
+    setting = {key: value} if key in TRAIN_KEYS else {"model_args": {key: value}}
     for name in model_names:
-        try:
-            models.build(name, **{key: value})
-        except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{source}: {key}={value!r} is not valid for {name} ({exc})") from None
+        resolve([(source, {"model": name, **setting})])
 
 
-def check_models(model_names: Sequence[str], torch_only: bool = False) -> list[str]:
-    """Known model names (ConfigError otherwise); with torch_only, the NumPy model is refused."""
+def check_models(model_names: Sequence[str]) -> list[str]:
+    """Known model names (ConfigError otherwise), duplicates dropped."""
     if not model_names:
         raise ConfigError("name at least one model to search")
     for name in model_names:
-        if models.get(name).numpy and torch_only:
-            raise ConfigError(f"'{name}' is the NumPy model, which the grid search cannot wrap; use its twin 'mlp'")
+        models.get(name)
     return list(dict.fromkeys(model_names))
 
 

@@ -1,19 +1,21 @@
-"""Any registered torch model as a scikit-learn classifier (skorch `NeuralNetClassifier`).
+"""Any registered model as a scikit-learn classifier, wrapped the skorch way, trained by fmlab's engine.
 
-    net = FmlabClassifier("lenet5", lr=3e-3, batch_size=128, max_epochs=5, weight_decay=1e-4)
+    net = FmlabClassifier("lenet5", lr=3e-3, batch_size=128, max_epochs=5, module__dropout=0.1)
     net.fit(x_uint8, y)            # x: (N, 28, 28) or (N, 1, 28, 28) uint8 images, y: int labels
     net.predict_proba(x_test)
 
-Parameters carry fmlab's names so a grid can be written once for every model: `optimizer` is the
-name sgd|adam|adamw (built by fmlab's make_optimizer), `l1`/`l2` are added to the training loss with
-fmlab's convention, `module__dropout` and `module__<arg>` reach the model builder.
-Batches are slices of one in-memory uint8 tensor, normalised with the statistics of the images
-passed to `fit` (the training fold) — no per-sample Dataset/DataLoader work.
+skorch provides the scikit-learn surface (constructor-only arguments, get_params/set_params/clone,
+`module__<arg>` routed to the model builder, pickling for joblib and Dask); `fit` runs fmlab's one
+training engine (fmlab.train.loop.train) on the resolved spec of these settings: the model's recipe,
+schedule, augmentation, test-time averaging and channels-last included, exactly as `fmlab train` does.
+A setting left at None comes from the recipe or the field default. The images passed to `fit` are the
+training split (normalised with their own pixel statistics); there is no validation split inside a
+fold, so the weights of the last epoch are kept and `predict_proba` is that epoch's predictor: a cell's
+score on a holdout split equals the last-epoch validation accuracy `fmlab train` records there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -22,10 +24,15 @@ from skorch import NeuralNetClassifier
 from torch import nn
 
 from fmlab import models
-from fmlab.config import TrainConfig, validate
+from fmlab.config import TrainConfig
 from fmlab.data.split import pixel_stats
 from fmlab.errors import ConfigError
-from fmlab.train.learners import make_optimizer, penalised_params
+from fmlab.runs import resolve
+from fmlab.train.loop import resolve_device, train
+
+SETTINGS = ("optimizer", "lr", "batch_size", "momentum", "nesterov", "weight_decay", "l1", "l2", "schedule",
+            "step_size", "gamma", "label_smoothing", "augment", "crop", "flip", "rotate", "tta_flip", "amp",
+            "channels_last", "threads")
 
 
 def as_images(x: Any) -> torch.Tensor:
@@ -36,40 +43,6 @@ def as_images(x: Any) -> torch.Tensor:
     return t.unsqueeze(1) if t.dim() == 3 else t
 
 
-class InMemory:
-    """The dataset the net iterates: images and labels held as whole tensors on the device."""
-
-    def __init__(self, x: Any, y: Any, device: str) -> None:
-        self.x = as_images(x).to(device)
-        self.y = None if y is None else torch.as_tensor(np.asarray(y), dtype=torch.int64).to(device)
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-
-class SliceBatches:
-    """Re-iterable (normalised x, y) batches: a fresh permutation per pass when a generator is given."""
-
-    def __init__(
-        self, data: InMemory, batch_size: int, mean: float, std: float, generator: torch.Generator | None
-    ) -> None:
-        self.data, self.batch_size, self.mean, self.std, self.generator = data, batch_size, mean, std, generator
-
-    def __len__(self) -> int:
-        return -(-len(self.data) // self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        n, x, y = len(self.data), self.data.x, self.data.y
-        order = torch.randperm(n, generator=self.generator).to(x.device) if self.generator is not None else None
-        for start in range(0, n, self.batch_size):
-            if order is None:
-                xb, yb = x[start : start + self.batch_size], None if y is None else y[start : start + self.batch_size]
-            else:
-                idx = order[start : start + self.batch_size]
-                xb, yb = x[idx], None if y is None else y[idx]
-            yield (xb.float() / 255.0 - self.mean) / self.std, yb
-
-
 class FmlabClassifier(NeuralNetClassifier):
     """skorch classifier for the registered model `model`, trained the way `fmlab train` trains it."""
 
@@ -77,17 +50,29 @@ class FmlabClassifier(NeuralNetClassifier):
         self,
         model: str = "mlp",
         *,
-        optimizer: str = "adamw",
-        lr: float = 1e-3,
-        batch_size: int = 128,
-        max_epochs: int = 10,
-        momentum: float = 0.9,
-        nesterov: bool = False,
-        weight_decay: float = 0.0,
-        l1: float = 0.0,
-        l2: float = 0.0,
-        label_smoothing: float = 0.0,
+        optimizer: str | None = None,
+        lr: float | None = None,
+        batch_size: int | None = None,
+        max_epochs: int | None = None,
+        momentum: float | None = None,
+        nesterov: bool | None = None,
+        weight_decay: float | None = None,
+        l1: float | None = None,
+        l2: float | None = None,
+        schedule: str | None = None,
+        step_size: int | None = None,
+        gamma: float | None = None,
+        label_smoothing: float | None = None,
+        augment: bool | None = None,
+        crop: int | None = None,
+        flip: bool | None = None,
+        rotate: float | None = None,
+        tta_flip: bool | None = None,
+        amp: bool | None = None,
+        channels_last: bool | None = None,
+        threads: int | None = None,
         seed: int = 0,
+        device: str = "cpu",
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("module", models.build)  # the builder; `model` names what it builds
@@ -95,54 +80,33 @@ class FmlabClassifier(NeuralNetClassifier):
         kwargs.setdefault("train_split", None)  # selection is the search's job (CV folds / holdout)
         kwargs.setdefault("verbose", 0)
         kwargs.setdefault("classes", list(range(10)))
-        super().__init__(optimizer=optimizer, lr=lr, batch_size=batch_size, max_epochs=max_epochs, **kwargs)
-        self.model, self.momentum, self.nesterov, self.weight_decay = model, momentum, nesterov, weight_decay
-        self.l1, self.l2, self.label_smoothing, self.seed = l1, l2, label_smoothing, seed
+        super().__init__(optimizer=optimizer, lr=lr, batch_size=batch_size, max_epochs=max_epochs, device=device,
+                         **kwargs)
+        vars(self).update(model=model, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, l1=l1, l2=l2,
+                          schedule=schedule, step_size=step_size, gamma=gamma, label_smoothing=label_smoothing,
+                          augment=augment, crop=crop, flip=flip, rotate=rotate, tta_flip=tta_flip, amp=amp,
+                          channels_last=channels_last, threads=threads, seed=seed)
 
     def train_config(self) -> TrainConfig:
-        """The fmlab TrainConfig these settings correspond to (validated: a bad value is a ConfigError)."""
-        keys = ("model", "optimizer", "lr", "batch_size", "momentum", "nesterov", "weight_decay", "l1", "l2",
-                "label_smoothing", "seed")
-        return validate(TrainConfig, {**{k: getattr(self, k) for k in keys}, "epochs": self.max_epochs}, "estimator")
-
-    # skorch hooks: build, optimise, penalise, feed.
-
-    def initialize_module(self) -> FmlabClassifier:
-        if models.get(self.model).numpy:
-            raise ConfigError(f"'{self.model}' is the NumPy model; wrap its torch twin 'mlp' instead")
-        torch.manual_seed(self.seed)
-        self.module_ = models.build(self.model, **self.get_params_for("module"))
-        self.generator_ = torch.Generator().manual_seed(self.seed)
-        return self
-
-    def initialize_criterion(self) -> FmlabClassifier:
-        self.criterion_ = nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
-        return self
-
-    def initialize_optimizer(self, triggered_directly: Any = None) -> FmlabClassifier:
-        self.optimizer_ = make_optimizer(list(self.module_.parameters()), self.train_config())
-        return self
-
-    def get_loss(self, y_pred: torch.Tensor, y_true: Any, X: Any = None, training: bool = False) -> torch.Tensor:
-        loss = super().get_loss(y_pred, y_true, X=X, training=training)
-        if training and (self.l1 or self.l2):
-            weights = penalised_params(self.module_)
-            if self.l1:
-                loss = loss + self.l1 * sum(p.abs().sum() for p in weights)
-            if self.l2:
-                loss = loss + self.l2 * sum(p.pow(2).sum() for p in weights)
-        return loss
+        """The resolved spec these settings train with (a bad value is a ConfigError)."""
+        settings = {k: getattr(self, k) for k in SETTINGS if getattr(self, k) is not None}
+        if self.max_epochs is not None:
+            settings["epochs"] = self.max_epochs
+        layer = {"model": self.model, "seed": self.seed, **settings, "model_args": self.get_params_for("module")}
+        return resolve([("estimator", layer)])
 
     def fit(self, X: Any, y: Any = None, **fit_params: Any) -> FmlabClassifier:
-        """Fit on uint8 images; normalisation statistics come from these (training) images only."""
-        if not (self.warm_start and hasattr(self, "mean_")):
-            self.mean_, self.std_ = pixel_stats(as_images(X).cpu().numpy())
-        return super().fit(X, y, **fit_params)
+        """Train on uint8 images through fmlab's engine; normalisation comes from these images only."""
+        spec = self.train_config()
+        device = resolve_device(self.device)
+        images = as_images(X)
+        labels = torch.as_tensor(np.asarray(y), dtype=torch.int64)
+        fitted = train(spec, (images.to(device), labels.to(device)), None, pixel_stats(images.numpy()), device,
+                       progress=False)
+        self.predictor_, self.history_ = fitted.predictor, fitted.history
+        return self
 
-    def get_dataset(self, X: Any, y: Any = None) -> InMemory:
-        return X if isinstance(X, InMemory) else InMemory(X, y, self.device)
-
-    def get_iterator(self, dataset: InMemory, training: bool = False) -> SliceBatches:
-        self.check_is_fitted(["module_", "mean_"])
-        size = len(dataset) if self.batch_size == -1 else self.batch_size
-        return SliceBatches(dataset, size, self.mean_, self.std_, self.generator_ if training else None)
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities (N, 10) of the trained predictor."""
+        self.check_is_fitted(["predictor_"])
+        return self.predictor_.probs(as_images(X))

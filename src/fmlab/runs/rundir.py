@@ -1,0 +1,412 @@
+"""The one module that knows the files of a run folder, of its evaluation, of a comparison and of a study.
+
+A run folder:
+
+    config.json      the resolved spec and the run's key; written first
+    history.csv      one row per finished epoch
+    last.pt          resume state (learner, history, best so far), present only while training is unfinished
+    checkpoint.pt    the predictor (fmlab.runs.predictor) with the spec and key
+    predictions.npz  the predictor's test-set scores, with the key and the digest of the weights that made them
+    metrics.json     training metrics with the key; written last
+    eval/            evaluation outputs (an EvalDir) with the key in its metrics.json
+    done.json        a study's record that the trial, evaluation included, finished
+
+Every file carries the run's key, so a folder is complete or visibly incomplete, never a mix of two
+runs: `problem()` says what is missing or foreign, and a study re-runs such a trial.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+import shutil
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmlab.config import StudyConfig, TrainConfig, validate
+from fmlab.errors import ConfigError, FmlabError
+from fmlab.io import atomic_path, write_json, write_text
+from fmlab.runs.predictor import Predictor
+from fmlab.train import checkpoint
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+class RunDirError(FmlabError):
+    """A run folder cannot be used as asked: it holds another run, foreign files, or is unfinished or damaged."""
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunDirError(f"{path}: missing; {what}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise RunDirError(f"{path}: unreadable ({str(exc).splitlines()[0][:120]}); {what}") from None
+
+
+def _read_object(path: Path, what: str) -> dict[str, Any]:
+    value = _read_json(path, what)
+    if not isinstance(value, dict):
+        raise RunDirError(f"{path}: expected a JSON object; {what}")
+    return value
+
+
+def _csv_rows(path: Path) -> list[dict[str, float]]:
+    with path.open(newline="") as fh:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(fh)]
+
+
+def _write_bytes(path: Path, content: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(content)
+
+
+@dataclass(frozen=True)
+class Predictions:
+    labels: np.ndarray  # (N,) int64
+    logits: np.ndarray  # (N, 10) float32: the predictor's scores (flip-averaged log-probabilities with TTA)
+    probs: np.ndarray  # (N, 10) float64, rows summing to 1
+    key: str
+    digest: str  # of the weights that made them (Predictor.digest)
+    images: str  # of the images and labels they were made on (images_digest)
+
+
+def images_digest(images: np.ndarray, labels: np.ndarray) -> str:
+    """Identifies a labelled image set, so recorded predictions are used only for the set they were made on."""
+    h = hashlib.blake2b(np.ascontiguousarray(images).tobytes(), digest_size=16)
+    h.update(np.asarray(labels, np.int64).tobytes())
+    return h.hexdigest()
+
+
+class EvalDir:
+    """Evaluation outputs: metrics.json (with the run's key), `<name>.png` figures and `<name>.txt` texts."""
+
+    METRICS = "metrics.json"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def write(self, result: dict[str, Any], figures: dict[str, bytes], texts: dict[str, str]) -> dict[str, Any]:
+        """Write the figures and texts, then metrics.json listing them; returns what metrics.json holds."""
+        for name, png in figures.items():
+            _write_bytes(self.figure(name), png)
+        for name, text in texts.items():
+            write_text(self.path / f"{name}.txt", text)
+        files = [self.figure(name).name for name in figures] + [f"{name}.txt" for name in texts]
+        result = {**result, "artifacts": sorted([*files, self.METRICS])}
+        write_json(self.path / self.METRICS, result)
+        return result
+
+    def missing(self, result: dict[str, Any]) -> list[str]:
+        """The files `result` (a metrics.json this folder holds) lists that are not there."""
+        return [name for name in result.get("artifacts", []) if not (self.path / name).is_file()]
+
+    def figure(self, name: str) -> Path:
+        return self.path / f"{name}.png"
+
+    def read_metrics(self) -> dict[str, Any]:
+        return _read_object(self.path / self.METRICS, "evaluate the run again")
+
+    def exists(self) -> bool:
+        return (self.path / self.METRICS).is_file()
+
+
+class ComparisonDir:
+    """A side-by-side comparison: comparison.png, comparison.json and one EvalDir per run."""
+
+    FIGURE, SUMMARY = "comparison.png", "comparison.json"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def run(self, name: str) -> EvalDir:
+        return EvalDir(self.path / name)
+
+    def write(self, summary: dict[str, Any], png: bytes) -> None:
+        _write_bytes(self.path / self.FIGURE, png)
+        write_json(self.path / self.SUMMARY, summary)
+
+    @property
+    def figure(self) -> Path:
+        return self.path / self.FIGURE
+
+
+class RunDir:
+    CONFIG, HISTORY, STATE, CHECKPOINT = "config.json", "history.csv", "last.pt", "checkpoint.pt"
+    PREDICTIONS, METRICS, EVAL, DONE = "predictions.npz", "metrics.json", "eval", "done.json"
+    FILES = (CONFIG, HISTORY, STATE, CHECKPOINT, PREDICTIONS, METRICS, EVAL, DONE)
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def _file(self, name: str) -> Path:
+        return self.path / name
+
+    # ---- starting, clearing -------------------------------------------------------------------------
+
+    def entries(self) -> list[Path]:
+        """What the folder holds, temporary files of interrupted writes aside."""
+        if not self.path.is_dir():
+            return []
+        return [p for p in self.path.iterdir() if not (p.name.startswith(".") and p.name.endswith(".tmp"))]
+
+    def start(self, spec: TrainConfig, key: str, *, force: bool = False) -> None:
+        """Make this folder a new run of `spec`: refused when it holds another run (unless `force`) or
+        anything that is not part of a run."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirError(f"{self.path} exists and is not a folder; choose another output folder")
+        entries = self.entries()
+        foreign = sorted(p.name for p in entries if p.name not in self.FILES)
+        if foreign:
+            raise RunDirError(f"{self.path} holds files that are not part of an fmlab run ({', '.join(foreign[:3])}); "
+                              "choose an empty or new output folder")
+        if entries and not force:
+            raise RunDirError(f"{self.path} already holds a run; continue it with --resume or replace it with --force")
+        self.clear()
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json(self._file(self.CONFIG), {"key": key, "spec": spec.model_dump(mode="json")})
+
+    def clear(self) -> None:
+        """Remove every run file (and only those)."""
+        for name in self.FILES:
+            path = self._file(name)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+
+    # ---- spec, history, resume state --------------------------------------------------------------
+
+    def read_spec(self) -> tuple[TrainConfig, str]:
+        """The run's resolved spec and key, as config.json holds them."""
+        path = self._file(self.CONFIG)
+        saved = _read_object(path, "this is not an fmlab run folder")
+        if not isinstance(saved.get("key"), str):
+            raise RunDirError(f"{path}: no run key; this is not a run folder of this fmlab")
+        try:
+            return validate(TrainConfig, saved.get("spec"), f"{path}: spec"), saved["key"]
+        except ConfigError as exc:
+            raise RunDirError(str(exc)) from None
+
+    def write_history(self, history: list[dict[str, float]]) -> None:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, HISTORY_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(history)
+        write_text(self._file(self.HISTORY), buf.getvalue())
+
+    def read_history(self) -> list[dict[str, float]]:
+        path = self._file(self.HISTORY)
+        try:
+            return _csv_rows(path)
+        except (OSError, ValueError, KeyError) as exc:
+            raise RunDirError(f"{path}: unreadable history ({exc})") from None
+
+    def holds_run(self) -> bool:
+        return self._file(self.CONFIG).exists()
+
+    def has_state(self) -> bool:
+        return self._file(self.STATE).is_file()
+
+    def save_state(self, state: dict[str, Any], key: str) -> None:
+        checkpoint.save(self._file(self.STATE), {"format": checkpoint.FORMAT_VERSION, "state_dict": {},
+                                                 "key": key, **state})
+
+    def read_state(self, key: str) -> dict[str, Any]:
+        state = checkpoint.read(self._file(self.STATE))
+        if state.get("key") != key:
+            raise RunDirError(f"{self._file(self.STATE)} belongs to another run; start afresh with --force")
+        return state
+
+    def drop_state(self) -> None:
+        self._file(self.STATE).unlink(missing_ok=True)
+
+    # ---- results ----------------------------------------------------------------------------------
+
+    @property
+    def checkpoint(self) -> Path:
+        return self._file(self.CHECKPOINT)
+
+    def save_predictor(self, predictor: Predictor, key: str) -> None:
+        checkpoint.save(self._file(self.CHECKPOINT), predictor.payload(key))
+
+    def read_predictor(self) -> Predictor:
+        path = self._file(self.CHECKPOINT)
+        return Predictor.from_payload(checkpoint.read(path), str(path))
+
+    def save_predictions(self, logits: np.ndarray, images: np.ndarray, labels: np.ndarray, key: str,
+                         digest: str) -> None:
+        """The predictor's scores on `images` (the test set), tied to the run, the weights and the images."""
+        logits = np.asarray(logits, np.float32)
+        probs = np.exp(logits - logits.max(1, keepdims=True))
+        with atomic_path(self._file(self.PREDICTIONS)) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, logits=logits, probs=(probs / probs.sum(1, keepdims=True)).astype(np.float32),
+                                labels=np.asarray(labels, np.int64), key=np.array(key), digest=np.array(digest),
+                                images=np.array(images_digest(images, labels)))
+
+    def read_predictions(self) -> Predictions:
+        path = self._file(self.PREDICTIONS)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                labels, logits = np.asarray(z["labels"], np.int64), np.asarray(z["logits"], np.float32)
+                key, digest, images = str(z["key"]), str(z["digest"]), str(z["images"])
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            raise RunDirError(f"{path}: unreadable predictions ({str(exc).splitlines()[0][:120]})") from None
+        if logits.ndim != 2 or logits.shape != (len(labels), 10) or not np.isfinite(logits).all():
+            raise RunDirError(f"{path}: predictions of shape {logits.shape} for {len(labels)} labels, or not finite")
+        z = logits.astype(np.float64)
+        probs = np.exp(z - z.max(1, keepdims=True))
+        return Predictions(labels, logits, probs / probs.sum(1, keepdims=True), key, digest, images)
+
+    def save_metrics(self, metrics: dict[str, Any]) -> None:
+        write_json(self._file(self.METRICS), metrics)
+
+    def read_metrics(self) -> dict[str, Any]:
+        return _read_object(self._file(self.METRICS), "the run did not finish")
+
+    @property
+    def eval(self) -> EvalDir:
+        return EvalDir(self._file(self.EVAL))
+
+    def mark_done(self, record: dict[str, Any]) -> None:
+        write_json(self._file(self.DONE), record)
+
+    def read_done(self) -> dict[str, Any]:
+        return _read_object(self._file(self.DONE), "the trial did not finish")
+
+    # ---- integrity ---------------------------------------------------------------------------------
+
+    def problem(self, key: str | None = None, *, evaluated: bool = False) -> str | None:
+        """Why this folder is not a finished run (of `key`, when given; evaluated too, with `evaluated`),
+        or None when every file is present, readable and carries the run's key."""
+        try:
+            spec, run_key = self.read_spec()
+            if key is not None and run_key != key:
+                return "it holds another run (different settings, data or fmlab code)"
+            if self.has_state():
+                return f"training is unfinished ({len(self.read_history())} of {spec.epochs} epochs saved)"
+            predictor, predictions = self.read_predictor(), self.read_predictions()
+            parts = {self.METRICS: self.read_metrics().get("key"), self.CHECKPOINT: predictor.key}
+            parts[self.PREDICTIONS] = predictions.key
+            if evaluated:
+                evaluation = self.eval.read_metrics()
+                parts[f"{self.EVAL}/{EvalDir.METRICS}"] = evaluation.get("key")
+                if self.eval.missing(evaluation):
+                    return f"evaluation outputs are missing ({', '.join(self.eval.missing(evaluation)[:3])})"
+            self.read_history()
+        except FmlabError as exc:
+            return str(exc)
+        foreign = [name for name, k in parts.items() if k != run_key]
+        if foreign:
+            return f"{', '.join(foreign)} belong(s) to another run"
+        if predictions.digest != predictor.digest():
+            return f"{self.PREDICTIONS} was not made by the weights in {self.CHECKPOINT}"
+        return None
+
+    def finished(self) -> RunDir:
+        """This run, checked to be finished and consistent (RunDirError otherwise)."""
+        if not self.path.is_dir():
+            raise RunDirError(f"{self.path}: no such run folder; pass a folder written by fmlab train")
+        problem = self.problem()
+        if problem is not None:
+            hint = f"fmlab train --resume --out {self.path}" if self.has_state() else "train it again with --force"
+            raise RunDirError(f"{self.path} is not a finished run: {problem}; {hint}")
+        return self
+
+
+def open_predictor(path: str | Path) -> Predictor:
+    """The predictor of a finished run folder (checked) or of a bare checkpoint file."""
+    path = Path(path)
+    if path.is_dir():
+        return RunDir(path).finished().read_predictor()
+    return Predictor.from_payload(checkpoint.read(path), str(path))
+
+
+def check_name(kind: str, name: str) -> str:
+    """Names that become folder names are identifiers: letters, digits, '-' and '_', at most 64."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ConfigError(f"{kind} name {name!r} must be letters, digits, '-' or '_' (not starting with '-' or '_')")
+    return name
+
+
+class StudyDir:
+    """A study folder: the study as run, its trials (one RunDir per family, variant and seed), summary,
+    comparison, figures, searches and report."""
+
+    STUDY, SUMMARY, SUMMARY_CSV, TIMINGS = "study.json", "summary.json", "summary.csv", "timings.json"
+    REPORT_HTML, REPORT_MD, TRIALS, COMPARISON = "report.html", "report.md", "trials", "comparison"
+    FIGURES, TUNE, TUNE_SUMMARY = "figures", "tune", "summary.json"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def trial(self, family: str, variant: str, seed: int) -> RunDir:
+        return RunDir(self.path / self.TRIALS / check_name("family", family) / check_name("variant", variant)
+                      / f"seed{int(seed)}")
+
+    def write_study(self, study: StudyConfig) -> None:
+        write_text(self.path / self.STUDY, study.model_dump_json(indent=2))
+
+    def read_study(self) -> StudyConfig:
+        data = _read_object(self.path / self.STUDY, "run `fmlab study run` first")
+        try:
+            return validate(StudyConfig, data, str(self.path / self.STUDY))
+        except ConfigError as exc:
+            raise RunDirError(str(exc)) from None
+
+    def write_summary(self, summary: dict[str, Any], table: str) -> None:
+        write_json(self.path / self.SUMMARY, summary)
+        write_text(self.path / self.SUMMARY_CSV, table)
+
+    def read_summary(self) -> dict[str, Any]:
+        return _read_object(self.path / self.SUMMARY, "run `fmlab study run` first")
+
+    def write_timings(self, timings: dict[str, Any]) -> None:
+        write_json(self.path / self.TIMINGS, timings)
+
+    def read_timings(self) -> dict[str, Any]:
+        return _read_object(self.path / self.TIMINGS, "run `fmlab study run` first")
+
+    def write_report(self, html: str, markdown: str) -> Path:
+        write_text(self.path / self.REPORT_MD, markdown)
+        write_text(self.path / self.REPORT_HTML, html)
+        return self.path / self.REPORT_HTML
+
+    @property
+    def report(self) -> Path:
+        return self.path / self.REPORT_HTML
+
+    @property
+    def comparison(self) -> ComparisonDir:
+        return ComparisonDir(self.path / self.COMPARISON)
+
+    def sensitivity(self, family: str) -> Path:
+        return self.path / self.FIGURES / f"sensitivity_{check_name('family', family)}.png"
+
+    def write_sensitivity(self, family: str, png: bytes) -> None:
+        _write_bytes(self.sensitivity(family), png)
+
+    @property
+    def tune(self) -> Path:
+        """The folder the searches of the study's [tune] table write to."""
+        return self.path / self.TUNE
+
+    def write_tune_summary(self, summary: dict[str, Any]) -> None:
+        write_json(self.tune / self.TUNE_SUMMARY, summary)
+
+    def read_tune_summary(self) -> dict[str, Any] | None:
+        path = self.tune / self.TUNE_SUMMARY
+        return _read_object(path, "run the study again") if path.is_file() else None
