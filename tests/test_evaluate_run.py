@@ -148,7 +148,7 @@ def test_cli_corrupt_checkpoint(tmp_path, capsys):
     data = run.checkpoint.read_bytes()
     run.checkpoint.write_bytes(data[: len(data) // 2])
     code, _, err = run_cli(capsys, "evaluate", str(run.path), "--out", str(tmp_path / "out"))
-    assert_one_line_error(code, err, "corrupt checkpoint")
+    assert_one_line_error(code, err, "not a PyTorch checkpoint, or a damaged one (it looks like a damaged zip archive)")
     assert not (tmp_path / "out").exists()
 
 

@@ -129,10 +129,14 @@ def _decode_or_image_error(content: bytes) -> None:
 
 
 def _checkpoint_bytes() -> list[bytes]:
+    """A real (logreg) checkpoint, in the current zip format and in torch's legacy format."""
     import torch
 
-    payload = {"format": 1, "model": "logreg", "num_classes": 10, "norm": {"mean": 0.2, "std": 0.3},
-               "state_dict": {"w": torch.zeros(3, 2)}}
+    from fmlab import models
+    from fmlab.runs import Predictor, resolve
+
+    spec = resolve([("fuzz", {"model": "logreg", "threads": 1})])
+    payload = Predictor(models.build("logreg"), spec, 0.2, 0.3).payload("fuzz")
     new, old = io.BytesIO(), io.BytesIO()
     torch.save(payload, new)
     torch.save(payload, old, _use_new_zipfile_serialization=False)
@@ -157,11 +161,12 @@ def mutated_checkpoint(draw: st.DrawFn) -> bytes:
 @FUZZ
 @given(st.binary(max_size=200) | mutated_checkpoint())
 @example(b"")
-def test_checkpoint_read_only_raises_checkpoint_error(content: bytes) -> None:
-    from fmlab.train.checkpoint import CheckpointError, read
+def test_checkpoint_loading_only_raises_checkpoint_error(content: bytes) -> None:
+    from fmlab.runs import open_predictor
+    from fmlab.train.checkpoint import CheckpointError
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "fuzz.pt"
         path.write_bytes(content)
         with contextlib.suppress(CheckpointError):
-            read(path)
+            open_predictor(path)

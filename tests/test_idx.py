@@ -158,7 +158,7 @@ def test_checksum_is_of_decompressed_content(tmp_path):
 
 
 def test_unreadable_path_is_a_data_error(tmp_path):
-    with pytest.raises(DataError, match="cannot read"):
+    with pytest.raises(DataError, match="not a regular file"):
         idx.read(tmp_path)  # a folder, not a file
     with pytest.raises(DataError, match="cannot read"):
         idx.read(tmp_path / "absent.gz")

@@ -22,7 +22,7 @@ from fmlab.data import idx
 from fmlab.errors import DataError
 from fmlab.infer.images import ImageError, decode, load
 from fmlab.infer.predict import predict
-from fmlab.runs import RunDir, open_predictor, resolve
+from fmlab.runs import Predictor, RunDir, open_predictor, resolve
 from fmlab.train import checkpoint
 from fmlab.train.checkpoint import CheckpointError
 from synthetic import NORM, checkpoint_file, trained_run
@@ -248,7 +248,7 @@ def test_crafted_pickle_is_refused_without_running(
     evil = tmp_path / "evil.pt"
     evil.write_bytes(container(payload))  # type: ignore[operator]
     with pytest.raises(CheckpointError, match="refused"):
-        checkpoint.read(evil)
+        checkpoint.read(evil, Predictor.KEYS)
     code, out, err = cli("predict", evil, good, capsys=capsys)
     assert code == 2 and out == "" and not marker.exists()
     assert_one_line_error(err, str(evil))
@@ -289,7 +289,7 @@ def test_truncated_checkpoints(cut: float, run: Path, tmp_path: Path) -> None:
     end = int(len(whole) * cut) if isinstance(cut, float) else cut
     (tmp_path / "cut.pt").write_bytes(whole[:end])
     with pytest.raises(CheckpointError):
-        checkpoint.read(tmp_path / "cut.pt")
+        checkpoint.read(tmp_path / "cut.pt", Predictor.KEYS)
 
 
 def test_missing_checkpoint_and_empty_bytes(tmp_path: Path, good: Path, capsys: pytest.CaptureFixture[str]) -> None:

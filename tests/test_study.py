@@ -341,11 +341,13 @@ def test_report_escapes_names(quick_study, tmp_path):
     shutil.copytree(quick_study, out)
     layout = StudyDir(out)
     study = layout.read_study()
-    study.families["cnn"].title = "<script>alert(1)</script>"
+    study.families["cnn"].title = "<script>alert(1)</script><img src=x onerror=alert(2)>"
     study.description = "a & b <i>"
     layout.write_study(study)
     html = write_report(out).read_text()
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    markdown = (out / StudyDir.REPORT_MD).read_text()  # the Markdown twin is escaped like the HTML
+    assert "<script>" not in markdown and "<img src=x" not in markdown and "&lt;script&gt;" in markdown
     assert "a &amp; b &lt;i&gt;" in html
 
 

@@ -177,6 +177,9 @@ def test_halving_search_runs_on_the_epoch_budget(data, tmp_path):
 
 def test_optuna_resumes_from_sqlite(data, tmp_path):
     storage = f"sqlite:///{tmp_path / 'db' / 'optuna.db'}"
+    with pytest.raises(ConfigError, match="does not exist; create it"):  # a storage folder is never made silently
+        optuna_search("logreg", 1, out_dir=tmp_path / "out", data=data, storage=storage, space=SPACE, **BUDGET)
+    (tmp_path / "db").mkdir()
     options = {"out_dir": tmp_path / "out", "data": data, "storage": storage, "study_name": "s", "space": SPACE,
                "pruner": "none", **BUDGET}
     first = optuna_search("logreg", 3, **options)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -10,7 +11,7 @@ from typing import Annotated
 import typer
 from typer.exceptions import Abort, Exit, TyperException
 
-from fmlab.errors import FmlabError, Interrupted
+from fmlab.errors import FmlabError, Interrupted, Signalled
 from fmlab.evaluate.commands import evaluate
 from fmlab.infer.commands import export, predict
 from fmlab.study.commands import study_app
@@ -75,8 +76,23 @@ app.add_typer(study_app, name="study")
 app.add_typer(tune_app, name="tune")
 
 
+def _stop(signum: int, _frame: object) -> None:
+    raise Signalled(signum)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; every anticipated failure is one line on stderr and exit status 2."""
+    """Run the CLI; every anticipated failure is one line on stderr and exit status 2. SIGTERM and SIGHUP
+    stop work the way Ctrl+C does (saved state, a message, exit status 128 + the signal's number)."""
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        code = _run(argv)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    sys.exit(code)
+
+
+def _run(argv: list[str] | None) -> int:
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="fmlab", standalone_mode=False)
@@ -84,18 +100,19 @@ def main(argv: list[str] | None = None) -> None:
         ctx = getattr(exc, "ctx", None)
         if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
             typer.echo(ctx.get_help())
-            sys.exit(0)
+            return 0
         typer.echo(f"error: {exc.format_message()}".replace("\n", " "), err=True)
-        sys.exit(2)
+        return 2
     except Interrupted as exc:
         typer.echo(str(exc), err=True)
-        sys.exit(130)
+        return 128 + exc.signum
     except FmlabError as exc:
         typer.echo(f"error: {exc}".replace("\n", " "), err=True)
-        sys.exit(2)
-    except (Abort, KeyboardInterrupt):
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+        return 2
+    except (Abort, KeyboardInterrupt) as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        typer.echo(f"interrupted ({signal.Signals(signum).name})", err=True)
+        return 128 + signum
     except Exit as exc:
         code = exc.exit_code
-    sys.exit(code if isinstance(code, int) else 0)
+    return code if isinstance(code, int) else 0

@@ -8,6 +8,7 @@ leaves unset (field defaults, the model's recipe, the model's registered argumen
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fmlab.errors import ConfigError
 
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 SEED = Field(0, ge=0, le=2**32 - 1, description="Seed of the weights, batches, dropout and augmentation.")
 Device = Literal["auto", "cpu", "cuda", "mps"]
 
@@ -58,12 +60,31 @@ class TrainConfig(Strict):
     threads: int | None = Field(None, ge=1, le=1024, description="Intra-op threads (default: this machine's).")
 
 
+def check_name(kind: str, name: object) -> str:
+    """Names that become folder names are identifiers: letters, digits, '-' and '_', at most 64 characters."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ConfigError(f"{kind} name {name!r} must be letters, digits, '-' or '_' (at most 64, not starting "
+                          "with '-' or '_'): it names a folder")
+    return name
+
+
+def _identifier(kind: str, name: str) -> str:
+    try:
+        return check_name(kind, name)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "config"
+    # keys that are not plain names (a family called "..") are quoted, so the path reads unambiguously
+    where = ".".join(str(p) if re.fullmatch(r"[\w-]+", str(p)) else repr(p) for p in err["loc"]) or "config"
     if err["type"] == "extra_forbidden":
         return f"unknown key '{where}'"
-    return f"{where}: {err['msg']} (got {err.get('input')!r})"
+    if err["type"] == "value_error":  # our own validators name the value
+        return f"{where}: {err['msg'].removeprefix('Value error, ')}"
+    got = repr(err.get("input"))
+    return f"{where}: {err['msg']} (got {got if len(got) <= 80 else got[:77] + '...'})"
 
 
 def validate(cls: type[Strict], data: Any, source: str = "config") -> Any:
@@ -96,6 +117,13 @@ class FamilyConfig(Strict):
     variants: dict[str, dict[str, Any]] = Field(default_factory=dict, max_length=5,
                                                 description="Variant name -> settings changed from the baseline.")
 
+    @field_validator("variants")
+    @classmethod
+    def _variant_names(cls, variants: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name in variants:
+            _identifier("variant", name)
+        return variants
+
 
 class CompareConfig(Strict):
     """A pair to test: 'family' (its best variant) or 'family/variant'."""
@@ -125,7 +153,7 @@ class GridSection(SearchBudget):
 
     models: list[str] = Field(min_length=1)
     params: dict[str, list[Any]] = Field(min_length=1)
-    cv: int | Literal["holdout"] = 3
+    cv: int | Literal["holdout"] = Field(3, description="Folds (2 to 100), or 'holdout' for the validation split.")
     halving: bool = False
     executor: Literal["local", "dask"] = "local"
     scheduler: str | None = None
@@ -161,6 +189,18 @@ class StudyConfig(Strict):
     compare: list[CompareConfig] = Field(default_factory=list)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     tune: TuneConfig | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _study_name(cls, name: str) -> str:
+        return _identifier("study", name)
+
+    @field_validator("families")
+    @classmethod
+    def _family_names(cls, families: dict[str, FamilyConfig]) -> dict[str, FamilyConfig]:
+        for name in families:
+            _identifier("family", name)
+        return families
 
     @field_validator("seeds")
     @classmethod

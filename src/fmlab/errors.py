@@ -1,4 +1,6 @@
-"""Errors that end a command with a one-line message and exit status 2."""
+"""Errors that end a command with a one-line message and exit status 2 (interruptions: 128 + signal)."""
+
+import signal
 
 
 class FmlabError(Exception):
@@ -38,4 +40,20 @@ class ConfigError(FmlabError):
 
 
 class Interrupted(FmlabError):
-    """Work was interrupted (Ctrl+C); what finished is saved and can be resumed."""
+    """Work was interrupted (Ctrl+C, SIGTERM, SIGHUP); what finished is saved and can be resumed."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+class Signalled(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the program is, so it stops the way Ctrl+C does."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class OutputError(FmlabError):
+    """An output cannot be written there: a read-only place, a full disk, a folder, or one of the inputs."""

@@ -39,6 +39,13 @@ FILES = {
     "test_images": "t10k-images-idx3-ubyte.gz",
     "test_labels": "t10k-labels-idx1-ubyte.gz",
 }
+# Bytes of the decompressed IDX content of the official files: what a file may inflate to at most.
+SIZES = {
+    "train-images-idx3-ubyte.gz": 47_040_016,
+    "train-labels-idx1-ubyte.gz": 60_008,
+    "t10k-images-idx3-ubyte.gz": 7_840_016,
+    "t10k-labels-idx1-ubyte.gz": 10_008,
+}
 # SHA-256 of the decompressed IDX content of the official files.
 CHECKSUMS = {
     "train-images-idx3-ubyte.gz": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
@@ -89,7 +96,7 @@ def _download(folder: Path, mirror: str, checksums: dict[str, str]) -> None:
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(base + name, timeout=30) as resp:
                 shutil.copyfileobj(resp, out, 1 << 20)
             try:
-                idx.read(tmp, checksums[name])
+                idx.read(tmp, checksums[name], SIZES[name])
             except DataError as exc:
                 raise type(exc)(f"download of {base}{name} rejected, nothing kept: {exc}") from None
         for target, tmp in staged.items():
@@ -111,6 +118,9 @@ def locate(
     for given, origin in ((data_dir, "--data-dir"), (os.environ.get("FMLAB_DATA_DIR"), "$FMLAB_DATA_DIR")):
         if given:
             folder = Path(given).expanduser()
+            if folder.exists() and not folder.is_dir():
+                raise DataNotFoundError(f"{origin} {folder} is a file, not a folder; point it at the folder with "
+                                        "the four .gz files")
             if not _complete(folder):
                 missing = [n for n in FILES.values() if not (folder / n).is_file()]
                 raise DataNotFoundError(
@@ -162,7 +172,7 @@ def load(
     source = locate(data_dir, download=download, mirror=mirror, checksums=checksums)
     arrays = {}
     for key, name in FILES.items():
-        arrays[key] = idx.read(source.path / name, checksums.get(name))
+        arrays[key] = idx.read(source.path / name, checksums.get(name), SIZES[name])
     for part in ("train", "test"):
         names = f"{source.path}/{{{FILES[f'{part}_images']}, {FILES[f'{part}_labels']}}}"
         _check_pair(arrays[f"{part}_images"], arrays[f"{part}_labels"], names)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from fmlab.errors import ChecksumError, DataError, GzipError, IdxMagicError, IdxShapeError, IdxTruncatedError
-from fmlab.io import atomic_path
+from fmlab.io import atomic_path, limit_bytes, read_limited
 
 DTYPES = {
     0x08: np.dtype(np.uint8),
@@ -30,14 +30,26 @@ CODES = {dt.newbyteorder("="): code for code, dt in DTYPES.items()}
 MAX_DIM = 1 << 28
 
 
-def decompress(raw: bytes, name: str) -> bytes:
-    """Return the content of a gzip'd file, or the bytes themselves when not gzip'd."""
+MAX_CONTENT = 64 << 20  # a Fashion-MNIST file holds at most 47 MB
+LIMIT_VARIABLE = "FMLAB_MAX_INPUT_MB"
+
+
+def decompress(raw: bytes, name: str, max_bytes: int = MAX_CONTENT) -> bytes:
+    """The content of gzip'd bytes (or the bytes themselves when not gzip'd), refusing more than `max_bytes`
+    of it: a small file that inflates to gigabytes stops here, before it is in memory."""
     if raw[:2] != b"\x1f\x8b":
         return raw
+    inflater = zlib.decompressobj(wbits=31)  # gzip framing; the trailer's CRC and size are checked at the end
     try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:
+        content = inflater.decompress(raw, max_bytes + 1)
+    except zlib.error as exc:
         raise GzipError(f"{name}: corrupt gzip data ({exc}); delete the file and fetch it again") from None
+    if len(content) > max_bytes:
+        raise GzipError(f"{name}: decompresses to more than {max_bytes:,} bytes, more than the file it should be "
+                        "holds; refused (delete it and fetch it again)")
+    if not inflater.eof:
+        raise GzipError(f"{name}: corrupt gzip data (truncated); delete the file and fetch it again")
+    return content
 
 
 def sha256(content: bytes) -> str:
@@ -66,14 +78,16 @@ def parse(content: bytes, name: str = "<bytes>") -> np.ndarray:
     return array.astype(dtype.newbyteorder("="), copy=True)
 
 
-def read(path: str | Path, checksum: str | None = None) -> np.ndarray:
-    """Read an IDX file, verifying the SHA-256 of its decompressed content when given."""
+def read(path: str | Path, checksum: str | None = None, max_bytes: int = MAX_CONTENT) -> np.ndarray:
+    """Read an IDX file (at most `max_bytes` of content), verifying the SHA-256 of its content when given."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_limited(path, limit_bytes(LIMIT_VARIABLE, 64), "data files", LIMIT_VARIABLE)
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc}); check the path and its permissions") from None
-    content = decompress(raw, str(path))
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    content = decompress(raw, str(path), max_bytes)
     if checksum is not None and sha256(content) != checksum:
         raise ChecksumError(f"{path}: checksum mismatch (content differs from the official file); fetch it again")
     return parse(content, str(path))

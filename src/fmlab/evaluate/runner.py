@@ -18,7 +18,7 @@ import torch
 
 from fmlab import models
 from fmlab.data import CLASS_NAMES, FashionMNIST
-from fmlab.errors import FmlabError
+from fmlab.errors import OutputError
 from fmlab.evaluate import complexity, explain, plots
 from fmlab.evaluate import metrics as M
 from fmlab.runs import ComparisonDir, EvalDir, Predictor, RunDir, images_digest
@@ -142,11 +142,14 @@ def _write(out: EvalDir, evaluation: Evaluation) -> dict[str, Any]:
     return out.write(evaluation.result, evaluation.figures, evaluation.texts)
 
 
-def _eval_dir(run: RunDir, out_dir: str | Path | None) -> EvalDir:
-    out = run.eval if out_dir is None else EvalDir(out_dir)
-    if RunDir(out.path).holds_run():
-        raise FmlabError(f"{out.path} is a run folder; evaluation outputs go to a folder of their own (--out)")
-    return out
+def _output_folder(path: str | Path) -> Path:
+    """A folder for evaluation outputs, checked before any work: not a run folder, not a file."""
+    path = Path(path)
+    if RunDir(path).holds_run():
+        raise OutputError(f"{path} is a run folder; evaluation outputs go to a folder of their own (--out)")
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path} is a file; evaluation outputs go to a folder (--out)")
+    return path
 
 
 def evaluate_run(
@@ -159,7 +162,7 @@ def evaluate_run(
 
     device = current_device()
     run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
-    out = _eval_dir(run_dir, out_dir)
+    out = run_dir.eval if out_dir is None else EvalDir(_output_folder(out_dir))
     run_dir.finished()  # a bad run fails here, before the data is read
     data = data if data is not None else load(data_dir)
     evaluation = _evaluate(open_run(run_dir, data, device), data, device, seed, timing_s, figures)
@@ -187,6 +190,7 @@ def compare_runs(
 
     device = current_device()
     dirs = [d if isinstance(d, RunDir) else RunDir(d) for d in run_dirs]
+    out = ComparisonDir(_output_folder(out_dir))
     for run_dir in dirs:
         run_dir.finished()
     data = data if data is not None else load(data_dir)
@@ -220,7 +224,6 @@ def compare_runs(
         data.x_test[idx], columns, rows,
         "Attribution for each model's prediction\n(prediction and confidence below; red: wrong)",
     )
-    out = ComparisonDir(out_dir)
     for name, evaluation in zip(names, evaluated, strict=True):
         _write(out.run(name), evaluation)
     summary = {"runs": names, "images": {"per_class": base.tolist(), "disagreements": extra.tolist()},

@@ -11,15 +11,23 @@ from scipy import stats as st
 ALPHA = 0.05
 
 
-def mean_ci(values: list[float] | np.ndarray, confidence: float = 0.95) -> dict[str, float]:
-    """Mean, sample std and the t-interval over seeds (NaN bounds with a single seed)."""
-    v = np.asarray(values, dtype=np.float64)
-    mean = float(v.mean())
+def mean_ci(values: list[float | None] | np.ndarray, confidence: float = 0.95) -> dict[str, Any]:
+    """Mean, sample std and the t-interval over seeds, of the values that are defined (a run that diverged
+    before its first validation has no validation accuracy). What cannot be computed is None, and "note"
+    says why: JSON has no NaN."""
+    defined = [float(x) for x in values if x is not None]
+    v = np.asarray(defined, dtype=np.float64)
+    missing = len(values) - len(defined)
+    note = f"undefined for {missing} of {len(values)} seeds" if missing else ""
     if len(v) < 2:
-        return {"mean": mean, "std": 0.0, "ci_low": math.nan, "ci_high": math.nan, "n": len(v)}
+        why = note or "one seed: no spread or confidence interval"
+        return {"mean": float(v.mean()) if len(v) else None, "std": None, "ci_low": None, "ci_high": None,
+                "n": len(v), "note": why}
+    mean = float(v.mean())
     std = float(v.std(ddof=1))
     half = float(st.t.ppf(0.5 + confidence / 2, len(v) - 1)) * std / math.sqrt(len(v))
-    return {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half, "n": len(v)}
+    return {"mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half, "n": len(v),
+            **({"note": note} if note else {})}
 
 
 def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float]:

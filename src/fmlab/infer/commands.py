@@ -25,7 +25,7 @@ def predict(
     entries = run_predict(source, list(images), top_k=top_k, invert=invert, gradcam=gradcam)
     errors = [e for e in entries if "error" in e]
     if as_json:
-        typer.echo(json.dumps(entries, indent=2))
+        typer.echo(json.dumps(entries, indent=2, allow_nan=False))
     else:
         stacked = {e["file"] for e in entries if e.get("index", 0) > 0}
         for entry in entries:
@@ -41,6 +41,8 @@ def predict(
 
 def _line(entry: dict[str, Any], numbered: bool) -> str:
     name = f"{entry['file']}[{entry['index']}]" if numbered else entry["file"]
+    # a file name with a newline (or another control character) must not be able to fake a result line
+    name = "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
     return f"{name}: " + ", ".join(f"{t['class']} {t['probability']:.1%}" for t in entry["top"])
 
 

@@ -23,7 +23,7 @@ from torch import nn
 from fmlab.data.fashion_mnist import CLASS_NAMES
 from fmlab.errors import FmlabError
 from fmlab.io import atomic_path
-from fmlab.runs import Predictor, open_predictor
+from fmlab.runs import Predictor, check_output, open_predictor
 
 TOLERANCE = 1e-4
 BATCH = 256
@@ -56,6 +56,7 @@ def export_onnx(
         raise ExportError(f"--opset must be between 7 and 23, got {opset}")
     if limit is not None and limit < 1:
         raise ExportError(f"--limit must be at least 1, got {limit}")
+    check_output(out_path, [run_dir])
     predictor = open_predictor(run_dir)
     name = predictor.spec.model
     if images is None:

@@ -22,16 +22,17 @@ from __future__ import annotations
 
 import io
 import warnings
-import zlib
 from pathlib import Path
 
 import numpy as np
 
 from fmlab.errors import FmlabError
+from fmlab.io import limit_bytes, read_limited
 
 SIZE = 28
 MAX_PIXELS = 50_000_000  # decompression-bomb guard: larger images are refused before decoding
-MAX_BYTES = 64 << 20  # largest decompressed IDX / .npy content accepted
+MAX_BYTES = 64 << 20  # largest decompressed IDX content accepted
+LIMIT_VARIABLE = "FMLAB_MAX_INPUT_MB"  # raises the 64 MiB limit on the bytes of an input file
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")  # never EPS & co, whose plugins run external programs
 TRIM_TOLERANCE = 0.05 * 255
 NPY_MAGIC = b"\x93NUMPY"
@@ -43,12 +44,15 @@ class ImageError(FmlabError):
 
 
 def load(path: str | Path, invert: bool = False) -> np.ndarray:
-    """Read one file into uint8 images of shape (N, 28, 28), light object on dark background."""
+    """Read one file into uint8 images of shape (N, 28, 28), light object on dark background. Only regular
+    files of at most 64 MiB ($FMLAB_MAX_INPUT_MB) are read."""
     path = Path(path)
     try:
-        content = path.read_bytes()
+        content = read_limited(path, limit_bytes(LIMIT_VARIABLE, 64), "input files", LIMIT_VARIABLE)
     except OSError as exc:
         raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise ImageError(str(exc)) from None
     return decode(content, str(path), invert)
 
 
@@ -145,16 +149,13 @@ def _grayscale(image, background: int) -> np.ndarray:  # image: a PIL.Image.Imag
 
 def _gunzip(content: bytes, name: str) -> bytes:
     """Decompress gzip'd content, refusing more than MAX_BYTES (a gzip bomb stops here)."""
+    from fmlab.data import idx
+    from fmlab.errors import DataError
+
     try:
-        inflater = zlib.decompressobj(wbits=31)
-        out = inflater.decompress(content, MAX_BYTES + 1)
-    except zlib.error as exc:
-        raise ImageError(f"{name}: corrupt gzip data ({exc})") from None
-    if len(out) > MAX_BYTES:
-        raise ImageError(f"{name}: decompresses to more than {MAX_BYTES >> 20} MiB; refused")
-    if not inflater.eof:
-        raise ImageError(f"{name}: truncated gzip data")
-    return out
+        return idx.decompress(content, name, MAX_BYTES)
+    except DataError as exc:
+        raise ImageError(str(exc)) from None
 
 
 def _read_npy(content: bytes, name: str) -> np.ndarray:

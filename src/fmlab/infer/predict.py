@@ -19,7 +19,7 @@ from torch import nn
 from fmlab.data.fashion_mnist import CLASS_NAMES
 from fmlab.errors import ConfigError
 from fmlab.infer.images import ImageError, load
-from fmlab.runs import open_predictor
+from fmlab.runs import check_output, open_predictor
 
 MAX_PANELS = 16  # Grad-CAM overlays drawn for at most this many images
 PANEL = 112
@@ -35,6 +35,8 @@ def predict(
     """One dict per image: file, index, prediction, probability and the top-k; or file and error."""
     if not 1 <= top_k <= len(CLASS_NAMES):
         raise ConfigError(f"--top-k must be between 1 and {len(CLASS_NAMES)}, got {top_k}")
+    if gradcam is not None:
+        check_output(gradcam, [checkpoint_or_run_dir, *paths])
     predictor = open_predictor(checkpoint_or_run_dir)
     layer = gradcam_layer(predictor.net, predictor.spec.model) if gradcam is not None else None
     entries: list[dict[str, Any]] = []

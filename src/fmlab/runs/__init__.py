@@ -13,7 +13,7 @@ from fmlab.runs.rundir import (
     RunDir,
     RunDirError,
     StudyDir,
-    check_name,
+    check_output,
     images_digest,
     open_predictor,
 )
@@ -21,5 +21,6 @@ from fmlab.runs.spec import code_version, is_resolved, require_resolved, resolve
 
 __all__ = [
     "ComparisonDir", "EvalDir", "Predictions", "Predictor", "PredictorModule", "RunDir", "RunDirError", "StudyDir",
-    "check_name", "code_version", "images_digest", "is_resolved", "open_predictor", "require_resolved", "resolve", "run_key",
+    "check_output", "code_version", "images_digest", "is_resolved", "open_predictor", "require_resolved", "resolve",
+    "run_key",
 ]

@@ -102,6 +102,8 @@ class Predictor:
             h.update(tensor.numpy().tobytes())
         return h.hexdigest()
 
+    KEYS = ("format", "num_classes", "spec", "key", "norm", "state_dict")  # what payload() writes
+
     def payload(self, key: str) -> dict[str, Any]:
         """What a checkpoint file holds: the resolved spec, the run's key, the normalisation, the weights."""
         return {"format": FORMAT_VERSION, "num_classes": NUM_CLASSES, "spec": self.spec.model_dump(mode="json"),
@@ -121,7 +123,8 @@ class Predictor:
         norm = payload.get("norm")
         mean, std = (norm.get("mean"), norm.get("std")) if isinstance(norm, dict) else (None, None)
         if not all(isinstance(v, float) and math.isfinite(v) for v in (mean, std)) or not std > 0:
-            raise CheckpointError(f"{source}: checkpoint normalisation {norm!r} is invalid (needs finite mean, std > 0)")
+            raise CheckpointError(f"{source}: checkpoint normalisation {norm!r} is invalid "
+                                  "(needs a finite mean and std > 0)")
         weights = payload["state_dict"]
         try:
             if not isinstance(weights, dict):
@@ -130,5 +133,7 @@ class Predictor:
         except (RuntimeError, KeyError, TypeError) as exc:
             detail = "; ".join(line.strip() for line in str(exc).splitlines()[1:3]) or str(exc)
             raise CheckpointError(f"{source}: weights do not fit a '{spec.model}' model ({detail[:300]})") from None
+        if not all(torch.isfinite(t).all() for t in net.state_dict().values() if t.is_floating_point()):
+            raise CheckpointError(f"{source}: weights are not finite (NaN or infinity); retrain the model")
         key = payload.get("key")
         return cls(net.eval(), spec, mean, std, key if isinstance(key, str) else None)

@@ -21,24 +21,24 @@ import csv
 import hashlib
 import io
 import json
-import re
+import os
 import shutil
 import zipfile
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fmlab.config import StudyConfig, TrainConfig, validate
-from fmlab.errors import ConfigError, FmlabError
-from fmlab.io import atomic_path, write_json, write_text
+from fmlab.config import StudyConfig, TrainConfig, check_name, validate
+from fmlab.errors import ConfigError, FmlabError, OutputError
+from fmlab.io import atomic_path, make_dir, write_json, write_text
 from fmlab.runs.predictor import Predictor
 from fmlab.train import checkpoint
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 class RunDirError(FmlabError):
@@ -176,7 +176,7 @@ class RunDir:
         if entries and not force:
             raise RunDirError(f"{self.path} already holds a run; continue it with --resume or replace it with --force")
         self.clear()
-        self.path.mkdir(parents=True, exist_ok=True)
+        make_dir(self.path)
         write_json(self._file(self.CONFIG), {"key": key, "spec": spec.model_dump(mode="json")})
 
     def clear(self) -> None:
@@ -221,14 +221,21 @@ class RunDir:
     def has_state(self) -> bool:
         return self._file(self.STATE).is_file()
 
+    STATE_KEYS = ("learner", "history", "best")
+
     def save_state(self, state: dict[str, Any], key: str) -> None:
+        """The resumable state after an epoch: the engine's learner, history and best-so-far."""
         checkpoint.save(self._file(self.STATE), {"format": checkpoint.FORMAT_VERSION, "state_dict": {},
-                                                 "key": key, **state})
+                                                 "key": key, **{k: state[k] for k in self.STATE_KEYS}})
 
     def read_state(self, key: str) -> dict[str, Any]:
-        state = checkpoint.read(self._file(self.STATE))
+        path = self._file(self.STATE)
+        state = checkpoint.read(path, ("format", "state_dict", "key", *self.STATE_KEYS))
         if state.get("key") != key:
-            raise RunDirError(f"{self._file(self.STATE)} belongs to another run; start afresh with --force")
+            raise RunDirError(f"{path} belongs to another run; start afresh with --force")
+        if not all(k in state for k in self.STATE_KEYS):
+            raise RunDirError(f"{path} is damaged (no {', '.join(k for k in self.STATE_KEYS if k not in state)}); "
+                              "start afresh with --force")
         return state
 
     def drop_state(self) -> None:
@@ -245,7 +252,7 @@ class RunDir:
 
     def read_predictor(self) -> Predictor:
         path = self._file(self.CHECKPOINT)
-        return Predictor.from_payload(checkpoint.read(path), str(path))
+        return Predictor.from_payload(checkpoint.read(path, Predictor.KEYS), str(path))
 
     def save_predictions(self, logits: np.ndarray, images: np.ndarray, labels: np.ndarray, key: str,
                          digest: str) -> None:
@@ -327,19 +334,29 @@ class RunDir:
         return self
 
 
+def check_output(path: str | Path, reads: Iterable[str | Path]) -> Path:
+    """`path` as an output file of a command that reads `reads`: refused when it is a folder, one of those
+    inputs, a file of a run folder, or a checkpoint (an output never replaces an input or a model)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder; give the path of a file to write")
+    if not path.exists():
+        return path
+    if any(Path(read).exists() and os.path.samefile(path, read) for read in reads):
+        raise OutputError(f"{path} is one of this command's inputs; choose another output path")
+    if path.name in RunDir.FILES and RunDir(path.parent).holds_run():
+        raise OutputError(f"{path} belongs to the run in {path.parent}; choose another output path")
+    if checkpoint.is_checkpoint(path):
+        raise OutputError(f"{path} is a checkpoint; choose another output path")
+    return path
+
+
 def open_predictor(path: str | Path) -> Predictor:
     """The predictor of a finished run folder (checked) or of a bare checkpoint file."""
     path = Path(path)
     if path.is_dir():
         return RunDir(path).finished().read_predictor()
-    return Predictor.from_payload(checkpoint.read(path), str(path))
-
-
-def check_name(kind: str, name: str) -> str:
-    """Names that become folder names are identifiers: letters, digits, '-' and '_', at most 64."""
-    if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise ConfigError(f"{kind} name {name!r} must be letters, digits, '-' or '_' (not starting with '-' or '_')")
-    return name
+    return Predictor.from_payload(checkpoint.read(path, Predictor.KEYS), str(path))
 
 
 class StudyDir:
@@ -354,8 +371,13 @@ class StudyDir:
         self.path = Path(path)
 
     def trial(self, family: str, variant: str, seed: int) -> RunDir:
-        return RunDir(self.path / self.TRIALS / check_name("family", family) / check_name("variant", variant)
-                      / f"seed{int(seed)}")
+        """The run folder of a trial: its names are identifiers, and the folder is proven to lie inside the
+        study folder (a symbolic link cannot lead a trial's writes and deletes elsewhere)."""
+        path = self.path / self.TRIALS / check_name("family", family) / check_name("variant", variant)
+        path = path / f"seed{int(seed)}"
+        if not path.resolve().is_relative_to(self.path.resolve()):
+            raise OutputError(f"{path} leads outside the study folder {self.path} (a symbolic link?); refused")
+        return RunDir(path)
 
     def write_study(self, study: StudyConfig) -> None:
         write_text(self.path / self.STUDY, study.model_dump_json(indent=2))

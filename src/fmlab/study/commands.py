@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -22,17 +23,16 @@ def study_run(
     """Run every trial once (finished trials are skipped), evaluate, summarise and write the report."""
     from fmlab.config import load_study
     from fmlab.errors import Interrupted
-    from fmlab.runs import check_name
     from fmlab.study.run import run_study
 
     study = load_study(file)
-    target = out or Path("runs") / check_name("study", study.name)
+    target = out or Path("runs") / study.name
     try:
         summary = run_study(study, target, executor=executor, scheduler=scheduler, device=device,
                             data_dir=str(data_dir) if data_dir else None, log=lambda line: typer.echo(line, err=True))
-    except Interrupted:
-        raise Interrupted(f"interrupted; finished trials and saved epochs are kept, continue with: "
-                          f"fmlab study run {file} --out {target}") from None
+    except Interrupted as exc:
+        raise Interrupted(f"interrupted ({signal.Signals(exc.signum).name}); finished trials and saved epochs are "
+                          f"kept, continue with: fmlab study run {file} --out {target}", exc.signum) from None
     typer.echo(f"report: {summary['report']}")
 
 

@@ -19,7 +19,7 @@ def pct(x: float) -> str:
 
 
 def ci_text(m: dict[str, float]) -> str:
-    if m["n"] < 2 or m["ci_low"] != m["ci_low"]:
+    if m["n"] < 2:
         return f"{pct(m['mean'])} (1 seed)"
     return f"{pct(m['mean'])} ± {100 * m['std']:.2f} (95% CI {pct(m['ci_low'])} to {pct(m['ci_high'])}, {m['n']} seeds)"
 

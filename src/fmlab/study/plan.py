@@ -8,7 +8,7 @@ from typing import Any
 
 from fmlab.config import StudyConfig, TrainConfig
 from fmlab.errors import ConfigError
-from fmlab.runs import check_name, resolve, run_key
+from fmlab.runs import resolve, run_key
 
 BASELINE = "baseline"
 FIXED = ("model", "seed")  # a family fixes the model, the study's seeds the seed
@@ -50,11 +50,9 @@ def plan(study: StudyConfig) -> list[Trial]:
     """Expand and resolve every trial; a bad value names the table it came from."""
     trials = []
     for family, fam in study.families.items():
-        check_name("family", family)
         if BASELINE in fam.variants:
             raise ConfigError(f"families.{family}: a variant may not be called '{BASELINE}'")
         for variant in variant_names(study, family):
-            check_name("variant", variant)
             layers = _layers(study, family, variant)
             for seed in study.seeds:
                 spec = resolve([*layers, (f"families.{family}", {"model": fam.model, "seed": seed})])

@@ -13,7 +13,7 @@ import jinja2
 import fmlab
 from fmlab import models
 from fmlab.data import CLASS_NAMES
-from fmlab.runs import StudyDir
+from fmlab.runs import RunDirError, StudyDir
 from fmlab.study import findings
 
 FIGURES = {
@@ -29,7 +29,7 @@ FIGURES = {
 def _env() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.PackageLoader("fmlab.study", "templates"),
-        autoescape=jinja2.select_autoescape(["html.j2"]),
+        autoescape=True,  # names and titles come from study files: the Markdown twin is escaped like the HTML
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -77,7 +77,11 @@ def context(out: str | Path) -> dict[str, Any]:
 def write_report(out: str | Path) -> Path:
     """Render the HTML report (figures embedded as data URIs) and its Markdown twin (figures linked)."""
     layout = StudyDir(out)
-    ctx = context(layout.path)
+    try:
+        ctx = context(layout.path)
+    except (KeyError, TypeError, ValueError, StopIteration) as exc:
+        raise RunDirError(f"{layout.path}: the study's results are incomplete or damaged ({type(exc).__name__}: "
+                          f"{str(exc)[:80]}); run `fmlab study run` on it again") from None
     env = _env()
 
     def embed(rel: str) -> str:

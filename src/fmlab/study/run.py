@@ -18,6 +18,7 @@ from typing import Any
 from fmlab.config import StudyConfig, TrainConfig, load_study
 from fmlab.data import FashionMNIST, load
 from fmlab.errors import ConfigError, FmlabError
+from fmlab.io import make_dir
 from fmlab.runs import RunDir, StudyDir
 from fmlab.study.plan import plan
 
@@ -120,7 +121,7 @@ def run_study(
     trials = plan(study)
     layout = StudyDir(out)
     data = cached_data(str(data_dir) if data_dir else None)
-    layout.path.mkdir(parents=True, exist_ok=True)
+    make_dir(layout.path)
     layout.write_study(study)
     evaluate = study.evaluate.model_dump()
     jobs = [

@@ -11,6 +11,7 @@ import numpy as np
 
 from fmlab.config import StudyConfig
 from fmlab.evaluate import stats
+from fmlab.io import csv_cell
 from fmlab.runs import RunDir, StudyDir
 from fmlab.study.plan import BASELINE, resolve_ref, variant_names, varied_keys
 
@@ -80,6 +81,7 @@ def _best_per_family(rows: list[dict[str, Any]]) -> dict[str, str]:
     best: dict[str, tuple[float, str]] = {}
     for row in rows:
         score = row["best_val_acc"]["mean"]
+        score = -1.0 if score is None else score  # never validated (diverged at once): chosen last
         if row["family"] not in best or score > best[row["family"]][0]:
             best[row["family"]] = (score, row["variant"])
     return {family: variant for family, (_, variant) in best.items()}
@@ -92,8 +94,9 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     for row in rows:
-        values = [row[k] for k in header[:5]]
-        values += [f"{row[m][s]:.6g}" for m in METRICS for s in ("mean", "std", "ci_low", "ci_high")]
+        values = [csv_cell(row[k]) for k in header[:5]]
+        values += ["" if row[m][s] is None else f"{row[m][s]:.6g}"
+                   for m in METRICS for s in ("mean", "std", "ci_low", "ci_high")]
         writer.writerow(values)
     return buf.getvalue()
 
@@ -116,7 +119,7 @@ def _sensitivity_plots(study: StudyConfig, rows: list[dict[str, Any]], layout: S
             ]
             labels = [str(v) for v, _ in points]
             means = [100 * r["accuracy"]["mean"] for _, r in points]
-            errs = [100 * r["accuracy"]["std"] for _, r in points]
+            errs = [100 * (r["accuracy"]["std"] or 0.0) for _, r in points]  # no bar with one seed
             numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v, _ in points)
             xs = [float(v) for v, _ in points] if numeric else list(range(len(points)))
             order = np.argsort(xs)

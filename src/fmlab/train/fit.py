@@ -81,7 +81,8 @@ def fit(
         fitted = train(spec, train_set, val_set, norm, dev, state=state, callbacks=callbacks, progress=progress,
                        save_state=save_state if run is not None else None)
     except Interrupted as exc:
-        raise Interrupted(f"{exc}, continue with: fmlab train --resume --out {run}" if run else str(exc)) from None
+        hint = f", continue with: fmlab train --resume --out {run}" if run else ""
+        raise Interrupted(f"{exc}{hint}", exc.signum) from None
     return _finish(spec, fitted, run, key, data, dev)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -116,8 +117,14 @@ def _train(spec: TrainConfig, train_set: Arrays, val_set: Arrays | None, norm: t
     history: list[dict[str, float]] = []
     best = {"epoch": 0, "val_acc": -1.0, "monitor": -math.inf, "weights": learner.weights(), "stale": 0}
     if state is not None:
-        learner.load_state(state["learner"])
-        history, best = state["history"], state["best"]
+        try:
+            if set(state["best"]) != set(best) or not isinstance(state["history"], list):
+                raise ValueError("unexpected layout")
+            learner.load_state(state["learner"])
+            history, best = state["history"], state["best"]
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
+            raise FmlabError(f"the saved training state does not fit this run ({type(exc).__name__}: "
+                             f"{str(exc)[:120]}); start afresh with --force") from None
     status, t_train = "finished", sum(h["seconds"] for h in history)
     reporter = Reporter(spec.epochs, steps, enabled=progress)
     # OpenBLAS threads spin against torch's OpenMP threads on these small matmuls: one BLAS thread
@@ -172,9 +179,11 @@ def _train(spec: TrainConfig, train_set: Arrays, val_set: Arrays | None, norm: t
             if spec.early_stopping and best["stale"] >= spec.early_stopping:
                 status = "early_stopped"
                 break
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         reporter.close()
-        raise Interrupted(f"interrupted during epoch {len(history) + 1}; {len(history)} epoch(s) saved") from None
+        signum = getattr(exc, "signum", signal.SIGINT)
+        raise Interrupted(f"interrupted ({signal.Signals(signum).name}) during epoch {len(history) + 1}; "
+                          f"{len(history)} epoch(s) saved", signum) from None
     finally:
         if blas is not None:
             blas.restore_original_limits()

@@ -21,9 +21,10 @@ import numpy as np
 
 from fmlab.data import FashionMNIST, load, make_split
 from fmlab.errors import ConfigError, FmlabError
-from fmlab.io import atomic_write, write_json
+from fmlab.io import atomic_write, csv_cell, write_json
 from fmlab.tune.params import TRAIN_KEYS, check_grid, check_models
 
+MAX_FOLDS = 100
 TIMING = ("mean_fit_time", "std_fit_time", "mean_score_time", "std_score_time")
 
 
@@ -54,8 +55,8 @@ def check_options(
     """Validate a search before any data is loaded; returns the model names (duplicates dropped)."""
     names = check_models(models)
     check_grid(dict(grid), names)
-    if cv != "holdout" and (isinstance(cv, bool) or not isinstance(cv, int) or cv < 2):
-        raise ConfigError(f"cv must be 'holdout' or a number of folds >= 2, got {cv!r}")
+    if cv != "holdout" and (isinstance(cv, bool) or not isinstance(cv, int) or not 2 <= cv <= MAX_FOLDS):
+        raise ConfigError(f"cv must be 'holdout' or a number of folds from 2 to {MAX_FOLDS}, got {cv!r}")
     if halving and "epochs" in grid:
         raise ConfigError("with halving the epoch budget is the halving resource; drop 'epochs' from the grid")
     if executor not in ("local", "dask"):
@@ -124,7 +125,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     def write(fh: Any) -> None:
         writer = csv.DictWriter(fh, list(rows[0]), lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
 
     atomic_write(path, write)
 
@@ -187,6 +188,9 @@ def grid_search(
     split = make_split(data, val_size, seed, train_size)
     pool = np.r_[split.train_idx, split.val_idx]
     x, y = data.x_train[pool], data.y_train[pool]
+    if cv != "holdout" and cv > np.bincount(y, minlength=10).min():
+        raise ConfigError(f"cv={cv} folds need at least {cv} searched images of every class; "
+                          f"the search has {np.bincount(y, minlength=10).min()} of its rarest (raise train_size)")
     splitter = _splitter(cv, len(split.train_idx), len(split.val_idx), seed)
     # every cell trains with this machine's thread count, wherever it runs (thread counts change rounding)
     net = FmlabClassifier(names[0], max_epochs=epochs, seed=seed, device=str(resolve_device(device)),

@@ -32,9 +32,9 @@ from pydantic import Field
 from fmlab.config import Strict, read_toml, validate
 from fmlab.data import FashionMNIST, load
 from fmlab.errors import ConfigError, FmlabError
-from fmlab.io import atomic_write, write_json
+from fmlab.io import atomic_write, csv_cell, make_dir, write_json
 from fmlab.runs import resolve
-from fmlab.tune.params import check_models, check_name, check_value, split_params
+from fmlab.tune.params import check_models, check_param, check_value, split_params
 
 DEFAULT_SPACE = Path(__file__).with_name("optuna_space.toml")
 
@@ -82,7 +82,7 @@ def parse_space(space: Mapping[str, Any], source: str, model: str) -> dict[str, 
         if not isinstance(table, Mapping):
             raise ConfigError(f"{source}: expected a table of parameters, got {table!r}")
         for name, raw in table.items():
-            check_name(name, [model], source)
+            check_param(name, [model], source)
             if not isinstance(raw, Mapping):
                 raise ConfigError(f"{source}: '{name}' must be a table such as {{kind = \"float\", low = 0, high = 1}}")
             specs[name] = validate(ParamSpec, dict(raw), f"{source}: '{name}'")
@@ -128,7 +128,9 @@ def open_study(storage: str, study_name: str, pruner: str, epochs: int) -> Any:
         raise ConfigError(f"unknown pruner '{pruner}'; use median, hyperband or none")
     engine: dict[str, Any] = {}
     if storage.startswith("sqlite:///"):
-        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(storage.removeprefix("sqlite:///")).parent
+        if not folder.is_dir():
+            raise ConfigError(f"storage '{storage}': folder {folder} does not exist; create it, or give another path")
         engine = {"connect_args": {"timeout": 60}}
     for attempt in range(5):
         try:
@@ -140,10 +142,10 @@ def open_study(storage: str, study_name: str, pruner: str, epochs: int) -> Any:
         except ImportError as exc:
             raise FmlabError(f"storage '{storage}' needs a database driver that is not installed ({exc})") from None
         except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError, optuna.exceptions.DuplicatedStudyError):
-            if attempt == 4:
-                raise
-            time.sleep(0.5 * (attempt + 1))
-    raise AssertionError("unreachable")
+            time.sleep(0.5 * (attempt + 1))  # workers starting together race to create the tables
+        except sqlalchemy.exc.DatabaseError as exc:
+            raise ConfigError(f"storage '{storage}' is not a usable database ({str(exc.orig)[:120]})") from None
+    raise FmlabError(f"storage '{storage}' cannot be opened (locked, read-only or unreachable); check it and retry")
 
 
 def optuna_search(
@@ -187,7 +189,8 @@ def optuna_search(
     base = {k: v for k, v in base.items() if v is not None}
     dev = resolve_device(device)
     out = Path(out_dir)
-    storage = storage or f"sqlite:///{out / 'optuna.db'}"
+    if storage is None:
+        storage = f"sqlite:///{make_dir(out) / 'optuna.db'}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(storage, study_name or f"{model}-search", pruner, epochs)
     first = seed if sampler_seed is None else sampler_seed
@@ -248,7 +251,7 @@ def _write_trials(path: Path, trials: list[Any]) -> None:
         writer.writerow(["number", "state", "value", "duration_s", *names])
         for t in trials:
             duration = t.duration.total_seconds() if t.duration is not None else None
-            writer.writerow([t.number, t.state.name, t.value, duration, *(t.params.get(k) for k in names)])
+            writer.writerow([t.number, t.state.name, t.value, duration, *(csv_cell(t.params.get(k)) for k in names)])
 
     atomic_write(path, write)
 

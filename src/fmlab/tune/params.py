@@ -23,7 +23,7 @@ FIXED = ("model", "model_args", "seed", "val_size", "train_size", "split_seed", 
 TRAIN_KEYS = (*(k for k in TrainConfig.model_fields if k not in FIXED), "dropout")
 
 
-def check_name(key: str, model_names: Sequence[str], source: str) -> None:
+def check_param(key: str, model_names: Sequence[str], source: str) -> None:
     """`key` must be a training setting or an argument of every model in `model_names`."""
     if key in TRAIN_KEYS:
         return
@@ -58,7 +58,7 @@ def check_grid(grid: dict[str, Sequence[Any]], model_names: Sequence[str], sourc
     if not grid:
         raise ConfigError(f"{source}: the grid is empty; give at least one parameter with values")
     for key, values in grid.items():
-        check_name(key, model_names, source)
+        check_param(key, model_names, source)
         if isinstance(values, str | bytes) or not isinstance(values, Sequence) or len(values) == 0:
             raise ConfigError(f"{source}: parameter '{key}' needs a non-empty list of values, got {values!r}")
         for value in values:
