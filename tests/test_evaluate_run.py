@@ -22,7 +22,7 @@ DATA = make_data(n_train=100, n_test=300)
 FAST = {"timing_s": 0.02}
 ARTIFACTS = {
     "metrics.json", "classification_report.txt", "confusion_matrix.png", "roc.png", "training_curves.png",
-    "reliability.png", "mistakes.png", "attributions.png",
+    "reliability.png", "mistakes.png",
 }
 
 
@@ -75,8 +75,9 @@ def test_complexity_and_training_recorded(cnn_result):
     assert c["checkpoint_bytes"] == run.checkpoint.stat().st_size
     assert c["throughput_images_per_s"] > 0 and c["latency_ms"] > 0 and c["throughput_batch_size"] == 256
     assert result["training"]["train_time_s"] == run.read_metrics()["train_time_s"] > 0
-    faith = result["faithfulness"]["gradcam"]
-    assert 0 <= faith["deletion_auc"] <= 1 and 0 <= faith["insertion_auc"] <= 1
+    calibration = result["calibration"]
+    assert calibration["temperature"] > 0 and calibration["val_nll_after"] <= calibration["val_nll_before"]
+    assert calibration["ece_before"] == pytest.approx(result["ece"])
 
 
 def test_macs_count_the_flip_averaged_predictor_twice(tmp_path):
@@ -108,9 +109,9 @@ def test_roc_figure_has_ten_class_panels_and_an_overlay(cnn_result):
 def test_ffnn_run_on_another_test_set_is_scored_by_its_predictor(tmp_path):
     run = make_run(tmp_path / "mlp", "mlp", hidden=[32])
     other = make_data(n_train=100, n_test=300, seed=7)
-    result = evaluate_run(run.path, tmp_path / "out", data=other, **FAST)
+    result = evaluate_run(run.path, tmp_path / "out", data=other, explain_it=True, **FAST)
     assert result["predictions_source"] == "predictor"
-    assert set(result["faithfulness"]) == {"saliency", "integrated_gradients"}
+    assert {c["method"] for c in result["explanation"]["candidates"]} == {"saliency", "integrated_gradients"}
     pred = run.read_predictor().logits(other.x_test).argmax(1).numpy()
     assert result["accuracy"] == pytest.approx((pred == other.y_test).mean())
     assert (tmp_path / "out" / "attributions.png").is_file()
@@ -190,8 +191,11 @@ def test_cli_evaluates_one_run(tmp_path, capsys, trusted_data):
     run = make_run(tmp_path / "runs" / "simple", "simple-cnn")
     code, out, err = run_cli(capsys, "evaluate", str(run.path), "--data-dir", str(trusted_data.path))
     assert code == 0, err
-    assert "simple: simple-cnn, accuracy" in out and "gradcam deletion AUC" in out
-    assert {p.name for p in run.eval.path.iterdir()} == ARTIFACTS
+    assert "simple: simple-cnn, accuracy" in out and ("explains this model" in out or "does not explain" in out)
+    assert {p.name for p in run.eval.path.iterdir()} == ARTIFACTS | {"attributions.png"}
+    explanation = run.eval.read_metrics()["explanation"]
+    assert explanation["method"] in ("gradcam", "hirescam", "guided_gradcam") and len(explanation["candidates"]) == 9
+    assert explanation["explains"] == (explanation["faithfulness"]["beats_random"] and explanation["sanity"]["passes"])
     assert run.eval.read_metrics()["predictions_source"] == "predictor"  # another test set than training's
 
 
@@ -200,17 +204,20 @@ def test_cli_compares_runs_side_by_side(tmp_path, capsys, trusted_data):
             make_run(tmp_path / "runs" / "b" / "seed0", "logreg", seed=1)]
     code, out, err = run_cli(capsys, "evaluate", *(str(r.path) for r in runs), "--data-dir", str(trusted_data.path))
     assert code == 0, err
-    assert out.count("deletion AUC") == 2
+    assert out.count("explain") >= 2 and "rank correlation" in out  # two verdicts and the maps' agreement
     cmp = tmp_path / "runs" / "comparison"
     assert (cmp / "comparison.png").read_bytes()[:4] == b"\x89PNG"
     saved = json.loads((cmp / "comparison.json").read_text())
     assert saved["runs"] == ["a-seed0", "b-seed0"]
     assert len(saved["images"]["per_class"]) == 10
     assert 0 < len(saved["images"]["disagreements"]) <= 6  # two barely trained models disagree somewhere
-    assert saved["models"]["a-seed0"]["method"] == "gradcam"
-    assert saved["models"]["b-seed0"]["method"] == "integrated_gradients"
+    assert saved["models"]["a-seed0"]["explanation"]["layer"] is not None  # a CNN: a layer method
+    assert saved["models"]["b-seed0"]["explanation"]["method"] in ("saliency", "integrated_gradients")
+    assert set(saved["agreement"]) == {"a-seed0 vs b-seed0"} and set(saved["robustness"]) == set(saved["runs"])
+    assert (cmp / "robustness.png").read_bytes()[:4] == b"\x89PNG"
     for name in saved["runs"]:
         assert {p.name for p in (cmp / name).iterdir()} == ARTIFACTS
         rows = saved["models"][name]["predictions"]
         assert len(rows) == 10 + len(saved["images"]["disagreements"])
-        assert saved["models"][name]["faithfulness"]["deletion_auc_random"] is not None
+        sample = saved["images"]["explanation_sample"]
+        assert saved["models"][name]["explanation"]["faithfulness"]["images"] == len(sample)

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from fmlab.evaluate import explain
-from fmlab.evaluate.explain import Column, attribute, faithfulness, heatmap_grid, random_attribution
+from fmlab.evaluate.explain import Column, Explainer, deletion_insertion, heatmap_grid, random_maps
 
 
 class Mask(nn.Module):
@@ -55,23 +55,40 @@ def images() -> torch.Tensor:
 
 
 def test_gradcam_nonnegative_28x28_and_in_the_evidence_region(images):
-    model, layer = quadrant_model()
+    model, _ = quadrant_model()
     target = torch.full((len(images),), 3)
-    maps = attribute(model, images, target, "gradcam", layer)
-    assert maps.shape == (8, 28, 28)
-    assert (maps >= 0).all()
-    mass = maps.sum(dim=(1, 2))
-    top_left = maps[:, :14, :14].sum(dim=(1, 2))
-    assert (mass > 0).all()
-    assert (top_left / mass > 0.9).all()
+    for method in ("gradcam", "hirescam"):
+        maps = Explainer(method, "target").maps(model, images, target)
+        assert maps.shape == (8, 28, 28)
+        assert (maps >= 0).all()
+        mass = maps.sum(dim=(1, 2))
+        top_left = maps[:, :14, :14].sum(dim=(1, 2))
+        assert (mass > 0).all()
+        assert (top_left / mass > 0.9).all(), method
 
 
-def test_gradcam_on_a_conv_layer_of_a_plain_cnn():
+def test_layer_methods_on_a_plain_cnn():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 13 * 13, 10))
     x = torch.randn(5, 1, 28, 28)
-    maps = attribute(model.eval(), x, torch.arange(5), "gradcam", model[1])
-    assert maps.shape == (5, 28, 28) and (maps >= 0).all()
+    for method in ("gradcam", "hirescam", "guided_gradcam"):
+        maps = Explainer(method, "1").maps(model.eval(), x, torch.arange(5))
+        assert maps.shape == (5, 28, 28) and (maps >= 0).all(), method
+
+
+def test_every_cnn_is_explained_at_each_listed_layer_and_the_rest_by_gradients():
+    from fmlab import models
+
+    for name in models.names():
+        options = explain.candidates(name)
+        layers = models.get(name).explain_layers
+        if models.get(name).family == "cnn":
+            assert {(e.method, e.layer) for e in options} == {(m, lay) for m in explain.LAYER_METHODS for lay in layers}
+            net = models.build(name)
+            for layer in layers:  # each listed layer exists and is a rectified (or tanh) feature map
+                assert isinstance(net.get_submodule(layer), nn.ReLU | nn.Tanh | nn.MaxPool2d | nn.AvgPool2d)
+        else:
+            assert [e.method for e in options] == list(explain.INPUT_METHODS) and layers == ()
 
 
 @pytest.mark.parametrize("method", ["saliency", "integrated_gradients"])
@@ -82,7 +99,7 @@ def test_gradient_attributions_shapes_and_region(images, method):
         w = torch.zeros(28, 28)
         w[:14, :14] = 1.0
         model[1].weight[3] = w.flatten()
-    maps = attribute(model, images, torch.full((8,), 3), method, baseline=0.0)
+    maps = Explainer(method).maps(model, images, torch.full((8,), 3), baseline=0.0)
     assert maps.shape == (8, 28, 28) and (maps >= 0).all()
     assert maps[:, 14:, :].abs().sum() == 0 and maps[:, :, 14:].abs().sum() == 0
     assert maps[:, :14, :14].sum() > 0
@@ -91,29 +108,28 @@ def test_gradient_attributions_shapes_and_region(images, method):
 def test_integrated_gradients_completeness_on_a_linear_model(images):
     # for a linear model IG = (x - baseline) * w exactly; positive part kept
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval()
-    maps = attribute(model, images, torch.full((8,), 2), "integrated_gradients", baseline=0.0)
+    maps = Explainer("integrated_gradients").maps(model, images, torch.full((8,), 2), baseline=0.0)
     want = (images[:, 0] * model[1].weight[2].view(28, 28)).clamp_min(0)
     assert torch.allclose(maps, want.detach(), atol=1e-5)
 
 
-def test_faithfulness_real_attribution_beats_random(images):
-    model, layer = quadrant_model()
+def test_deletion_and_insertion_favour_a_real_attribution(images):
+    model, _ = quadrant_model()
     target = torch.full((len(images),), 3)
-    maps = attribute(model, images, target, "gradcam", layer)
-    real = faithfulness(model, images, maps, target, baseline=0.0)
-    rand = faithfulness(model, images, random_attribution(maps.shape, seed=1), target, baseline=0.0)
-    assert real["deletion_auc"] < rand["deletion_auc"] - 0.1
-    assert real["insertion_auc"] > rand["insertion_auc"] + 0.1
-    assert real["steps"] == 20 and real["images"] == 8
+    maps = Explainer("gradcam", "target").maps(model, images, target)
+    deletion, insertion = deletion_insertion(model, images, maps, target, baseline=0.0)
+    rand_del, rand_ins = deletion_insertion(model, images, random_maps(maps.shape, seed=1), target, baseline=0.0)
+    assert deletion.shape == insertion.shape == (8,)
+    assert deletion.mean() < rand_del.mean() - 0.1 and insertion.mean() > rand_ins.mean() + 0.1
 
 
-def test_faithfulness_ties_do_not_favour_the_top_left(images):
+def test_deletion_ties_do_not_favour_the_top_left(images):
     # an all-zero map says nothing; ties must not be broken in raster order (which starts top-left)
     model, _ = quadrant_model()
     target = torch.full((len(images),), 3)
-    flat = faithfulness(model, images, torch.zeros(8, 28, 28), target, baseline=0.0)
-    rand = faithfulness(model, images, random_attribution((8, 28, 28), seed=2), target, baseline=0.0)
-    assert flat["deletion_auc"] == pytest.approx(rand["deletion_auc"], abs=0.1)
+    flat, _ = deletion_insertion(model, images, torch.zeros(8, 28, 28), target, baseline=0.0)
+    rand, _ = deletion_insertion(model, images, random_maps((8, 28, 28), seed=2), target, baseline=0.0)
+    assert flat.mean() == pytest.approx(rand.mean(), abs=0.1)
 
 
 def test_image_selection_is_seeded_and_one_per_class():

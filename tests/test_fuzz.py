@@ -135,7 +135,7 @@ def _checkpoint_bytes() -> list[bytes]:
     from fmlab import models
     from fmlab.runs import Predictor, resolve
 
-    spec = resolve([("fuzz", {"model": "logreg", "threads": 1})])
+    spec = resolve([("fuzz", {"model": "logreg", "threads": 1, "precision": "fp32"})])
     payload = Predictor(models.build("logreg"), spec, 0.2, 0.3).payload("fuzz")
     new, old = io.BytesIO(), io.BytesIO()
     torch.save(payload, new)

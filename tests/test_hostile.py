@@ -281,7 +281,7 @@ def test_reporting_a_damaged_study_is_one_line(capsys, world, finished_study, da
     elif damage == "study_list":
         (study / StudyDir.STUDY).write_text("[]")
     else:
-        shutil.rmtree(layout.trial("lin", "baseline", 0).eval.path)
+        shutil.rmtree(layout.comparison.run("lin").path)
     refused(capsys, world, "study", "report", str(study), needle=needle)
 
 

@@ -63,31 +63,28 @@ def test_simple_cnn_is_strictly_smaller_than_lenet5():
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_target_layer(name):
+def test_explain_layers_are_post_activation_maps_highest_resolution_first(name):
     model = models.build(name)
-    layer = models.target_layer(model, name)
+    layers = models.get(name).explain_layers
     if models.get(name).family != "cnn":
-        assert layer is None and models.get(name).target_layer is None
+        assert layers == ()
         return
-    assert isinstance(layer, nn.Module) and layer is model.get_submodule(models.get(name).target_layer)
-    seen = []
-    handle = layer.register_forward_hook(lambda _m, _i, out: seen.append(out.shape))
-    model(torch.randn(2, 1, 28, 28))
-    handle.remove()
-    assert len(seen) == 1 and len(seen[0]) == 4 and seen[0][2] >= 7  # one spatial map, fine enough for Grad-CAM
+    sizes = []
+    for path in layers:
+        seen = []
+        handle = model.get_submodule(path).register_forward_hook(lambda _m, _i, out, s=seen: s.append(out.shape))
+        model(torch.randn(2, 1, 28, 28))
+        handle.remove()
+        assert len(seen) == 1 and len(seen[0]) == 4  # one spatial map per forward pass
+        sizes.append(seen[0][2])
+    assert sizes == sorted(sizes, reverse=True) and sizes[-1] >= 3
 
 
-def test_cnn_default_target_is_the_last_conv_block():
-    model = models.build("cnn", channels=[8, 16, 24])
-    assert models.target_layer(model, "cnn") is model.features.block3.conv
-    assert models.count_parameters(model) < models.count_parameters(models.build("cnn"))
-
-
-def test_cnn_convs_deepen_blocks_without_moving_the_grad_cam_layer():
+def test_cnn_convs_deepen_blocks_and_keep_the_explained_maps():
     model = models.build("cnn", channels=[4, 8, 8], convs=[1, 2, 3])
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert len(convs) == 6 and [c.in_channels for c in convs] == [1, 4, 8, 8, 8, 8]
-    assert models.target_layer(model, "cnn") is convs[-1]
+    assert all(isinstance(model.get_submodule(p), nn.ReLU) for p in models.get("cnn").explain_layers)
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 
 

@@ -32,23 +32,70 @@ def test_mean_ci_matches_scipy_t_interval():
     assert one["ci_low"] is one["ci_high"] is one["std"] is None and "one seed" in one["note"]
 
 
-def test_bootstrap_ci_contains_true_difference_and_is_seeded():
-    rng = np.random.default_rng(1)
-    a = rng.random(5000) < 0.92
-    b = rng.random(5000) < 0.88
-    boot = stats.bootstrap_diff(a, b)
-    assert boot["diff"] == pytest.approx(a.mean() - b.mean())
-    assert boot["ci_low"] < boot["diff"] < boot["ci_high"]
-    assert boot["ci_low"] > 0
-    assert boot == stats.bootstrap_diff(a, b)
+def test_holm_matches_statsmodels():
+    from statsmodels.stats.multitest import multipletests
+
+    p = [0.01, 0.04, 0.03, 0.005, 0.2, 0.0001, 0.049]
+    assert stats.holm(p) == pytest.approx(list(multipletests(p, method="holm")[1]))
 
 
-def test_compare_says_plainly_when_not_significant():
+def test_the_seed_level_bootstrap_agrees_with_scipy():
+    """With image resampling off, the two-level bootstrap is scipy's two-sample bootstrap of the seeds'
+    accuracies; with one seed each, it is scipy's paired bootstrap over images."""
+    rng = np.random.default_rng(0)
+    a = rng.random((5, 400)) < np.array([0.90, 0.92, 0.88, 0.91, 0.93])[:, None]
+    b = rng.random((4, 400)) < np.array([0.87, 0.89, 0.86, 0.90])[:, None]
+    ours = np.quantile(stats.two_level_bootstrap(a, b, 20000, images=False), [0.025, 0.975])
+    ref = st.bootstrap((a.mean(1), b.mean(1)), lambda x, y: x.mean() - y.mean(), n_resamples=20000,
+                       method="percentile", paired=False, random_state=1).confidence_interval
+    assert ours == pytest.approx([ref.low, ref.high], abs=0.002)
+    one_a, one_b = a[:1].astype(float), b[:1].astype(float)
+    ours = np.quantile(stats.two_level_bootstrap(one_a, one_b, 20000), [0.025, 0.975])
+    ref = st.bootstrap((one_a[0], one_b[0]), lambda x, y: x.mean() - y.mean(), n_resamples=20000,
+                       method="percentile", paired=True, random_state=1).confidence_interval
+    assert ours == pytest.approx([ref.low, ref.high], abs=0.004)
+
+
+def test_seed_variance_widens_the_interval_beyond_image_resampling():
+    rng = np.random.default_rng(3)
+    spread = np.array([0.86, 0.92, 0.89])[:, None]  # very different seeds
+    a = rng.random((3, 3000)) < spread
+    b = rng.random((3, 3000)) < 0.885
+    both = np.ptp(np.quantile(stats.two_level_bootstrap(a, b), [0.025, 0.975]))
+    images_only = np.ptp(np.quantile(stats.two_level_bootstrap(a.mean(0, keepdims=True) > 0.5, b[:1]),
+                                     [0.025, 0.975]))
+    assert both > 1.5 * images_only
+
+
+def test_win_probability_by_hand():
+    assert stats.win_probability([0.9, 0.92], [0.91]) == 0.5
+    assert stats.win_probability([0.9, 0.9], [0.9]) == 0.5  # ties count half
+    assert stats.win_probability([0.95], [0.9, 0.91]) == 1.0
+
+
+def test_compare_and_correct_say_no_more_than_the_test():
     rng = np.random.default_rng(2)
     a = rng.random((3, 2000)) < 0.9
-    same = stats.compare(a, a.copy(), "A", "B")
-    assert not same["significant"] and "not a significant difference" in same["sentence"]
     b = a & (rng.random((3, 2000)) < 0.8)
+    same = stats.compare(a, a.copy(), "A", "B")
     better = stats.compare(a, b, "CNN", "FFNN")
+    corrected = stats.correct([same, better, stats.compare(b, a, "FFNN", "CNN")])
+    same, better, worse = corrected
+    assert [c["comparisons"] for c in corrected] == [3, 3, 3]
+    assert not same["significant"] and "not significant" in same["sentence"]
+    assert f"smaller than {100 * same['mde']:.2f} pp" in same["sentence"] and same["mde"] > 0
     assert better["significant"] and better["sentence"].startswith("CNN beats FFNN by")
-    assert better["p_max"] < 0.05 and better["ci_low"] > 0
+    assert "Holm-corrected for 3 comparisons" in better["sentence"] and better["win_probability"] == 1.0
+    assert worse["significant"] and worse["sentence"].startswith("FFNN trails CNN by")
+    assert better["p_holm"] >= better["p_value"] and better["ci_low"] > 0
+
+
+def test_the_correction_can_turn_a_finding_down():
+    """A difference that passes alone at 5% does not pass among many comparisons."""
+    rng = np.random.default_rng(5)
+    a = rng.random((3, 4000)) < 0.91
+    b = rng.random((3, 4000)) < 0.898
+    alone = stats.correct([stats.compare(a, b, "A", "B")])[0]
+    many = stats.correct([stats.compare(a, b, "A", "B")] + [stats.compare(a, a, f"X{i}", "Y") for i in range(19)])[0]
+    assert alone["p_value"] == many["p_value"] and many["p_holm"] > alone["p_holm"]
+    assert many["mde"] > alone["mde"]

@@ -186,16 +186,17 @@ def test_study_outputs_and_statistics(tiny_study):
     kinds = {(c["kind"], c["a"], c["b"]) for c in summary["comparisons"]}
     assert ("variant_vs_baseline", "lin/l2", "lin/baseline") in kinds
     pair = next(c for c in summary["comparisons"] if c["kind"] == "pair")
-    assert {"diff", "ci_low", "ci_high", "p_max", "significant", "sentence"} <= set(pair)
-    assert "McNemar p" in pair["sentence"] and f"{100 * abs(pair['diff']):.2f} pp" in pair["sentence"]
+    assert {"diff", "ci_low", "ci_high", "p_value", "p_holm", "mde", "win_probability", "significant",
+            "sentence"} <= set(pair)
+    assert f"Holm-corrected for {len(summary['comparisons'])} comparisons" in pair["sentence"]
+    assert f"{100 * abs(pair['diff']):.2f} pp" in pair["sentence"]
     assert ("not a significant difference" in pair["sentence"]) == (not pair["significant"])
     header = (tiny_study / StudyDir.SUMMARY_CSV).read_text().splitlines()[0]
     assert "accuracy_mean" in header and "accuracy_ci_low" in header
     assert layout.sensitivity("lin").stat().st_size > 0
-    # figures for the first seed only; every seed has its numbers
-    assert layout.trial("lin", "l2", 0).eval.figure("roc").is_file()
-    assert not layout.trial("lin", "l2", 1).eval.figure("roc").exists()
-    assert layout.trial("lin", "l2", 1).eval.exists()
+    # every trial has its numbers; figures are drawn once, for the report (test_quick_study_...)
+    assert all(layout.trial("lin", v, s).eval.exists() for v in ("baseline", "l2") for s in (0, 1))
+    assert not layout.trial("lin", "l2", 0).eval.figure("roc").exists() and not layout.comparison.path.exists()
     for family, variant in (("lin", "baseline"), ("lin", "l2"), ("small", "baseline")):
         assert layout.trial(family, variant, 0).read_done()["status"] == "finished"
 
@@ -324,11 +325,14 @@ def test_quick_study_writes_report_tables_and_tuning(quick_study):
     assert html.count('src="data:image/png;base64,') >= 20 and 'src="trials/' not in html
     best_cnn = next(r for r in summary["rows"] if r["family"] == "cnn" and r["variant"] == summary["best"]["cnn"])
     assert f"{100 * best_cnn['accuracy']['mean']:.2f}%" in html  # numbers in the text come from the summary
-    assert "## Results" in md and "(trials/" in md
+    assert "## Results" in md and f"({StudyDir.COMPARISON}/" in md
+    best = summary["best"]["cnn"]  # the figures the report shows are those of each family's best variant
+    assert layout.comparison.run("cnn").read_metrics()["run"] == str(layout.trial("cnn", best, 0).path)
+    assert layout.comparison.run("cnn").figure("roc").is_file()
     tune = layout.read_tune_summary()
     assert tune["grid"]["best_model"] in ("logreg", "simple-cnn") and tune["optuna"]["n_trials"] == 3
     timings = layout.read_timings()
-    assert timings["trials"] == 22 and timings["total_s"] >= timings["trials_s"] > 0
+    assert timings["trials"] == 22 and timings["total_s"] >= timings["trials_s"] > 0 and timings["comparison_s"] > 0
 
 
 @pytest.mark.integration

@@ -55,7 +55,9 @@ class TrainConfig(Strict):
     train_size: int | None = Field(None, ge=1, description="Train on a stratified subset of this size.")
     split_seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of the train/validation split.")
     seed: int = SEED
-    amp: bool = Field(True, description="bf16 autocast where the device supports it (CUDA).")
+    precision: Literal["fp32", "bf16"] | None = Field(
+        None, description="Training arithmetic: bf16 autocast (fp32 weights, loss and normalisation statistics) or "
+                          "fp32; default bf16 where it pays (a CUDA GPU, a CPU with AMX-BF16), else fp32.")
     channels_last: bool = Field(True, description="Channels-last memory format for CNNs on the CPU.")
     threads: int | None = Field(None, ge=1, le=1024, description="Intra-op threads (default: this machine's).")
 

@@ -65,7 +65,7 @@ def checkpoints() -> dict[str, bytes]:
     from fmlab.runs import resolve
 
     def spec(model: str) -> dict:
-        return resolve([("corpus", {"model": model, "threads": 1})]).model_dump(mode="json")
+        return resolve([("corpus", {"model": model, "threads": 1, "precision": "fp32"})]).model_dump(mode="json")
 
     base = {"format": 2, "num_classes": 10, "spec": spec("logreg"), "key": "corpus",
             "norm": {"mean": 0.286, "std": 0.353}, "state_dict": {}}

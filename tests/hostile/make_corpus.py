@@ -55,9 +55,10 @@ def checkpoints() -> dict[str, bytes]:
         torch.save(obj, buf)
         return buf.getvalue()
 
-    spec = resolve([("corpus", {"model": "logreg", "threads": 1})]).model_dump(mode="json")
+    resolved = resolve([("corpus", {"model": "logreg", "threads": 1, "precision": "fp32"})])
+    spec = resolved.model_dump(mode="json")
     torch.manual_seed(0)
-    good = Predictor(models.build("logreg"), resolve([("corpus", {"model": "logreg", "threads": 1})]), 0.286, 0.353)
+    good = Predictor(models.build("logreg"), resolved, 0.286, 0.353)
     real = good.payload("corpus")
     base = {**real, "state_dict": {}}  # the loader refuses these before it looks at weights
     nan_weights = {**real, "state_dict": {k: torch.full_like(v, math.nan) for k, v in real["state_dict"].items()}}

@@ -9,14 +9,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from fmlab.evaluate.runner import compare_runs, evaluate_run
+    from fmlab.evaluate.comparison import compare_runs
+    from fmlab.evaluate.runner import evaluate_run
 
 __all__ = ["compare_runs", "evaluate_run"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from fmlab.evaluate import runner
+    if name == "compare_runs":
+        from fmlab.evaluate.comparison import compare_runs
 
-        return getattr(runner, name)
+        return compare_runs
+    if name == "evaluate_run":
+        from fmlab.evaluate.runner import evaluate_run
+
+        return evaluate_run
     raise AttributeError(f"module 'fmlab.evaluate' has no attribute {name!r}")

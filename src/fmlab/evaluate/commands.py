@@ -9,11 +9,9 @@ from typing import Annotated, Any
 import typer
 
 
-def _line(name: str, model: str, r: dict[str, Any], method: str, faith: dict[str, float]) -> str:
-    return (
-        f"{name}: {model}, accuracy {r['accuracy']:.2%}, top-2 {r['top2_accuracy']:.2%}, ECE {r['ece']:.4f}, "
-        f"{method} deletion AUC {faith['deletion_auc']:.3f} (random {faith['deletion_auc_random']:.3f})"
-    )
+def _line(name: str, model: str, r: dict[str, Any], explanation: dict[str, Any]) -> str:
+    return f"{name}: {model}, accuracy {r['accuracy']:.2%}, top-2 {r['top2_accuracy']:.2%}, ECE {r['ece']:.4f}; " \
+           f"{explanation['verdict']}"
 
 
 def evaluate(
@@ -27,18 +25,21 @@ def evaluate(
     data_dir: Annotated[Path | None, typer.Option(help="Folder holding the four Fashion-MNIST .gz files.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for choosing the images shown in the heatmaps.")] = 0,
 ) -> None:
-    """Metrics, classification report, figures, Grad-CAM/attributions and complexity for each run;
-    with several runs, also the side-by-side comparison view."""
-    from fmlab.evaluate.runner import compare_runs, evaluate_run
+    """Metrics, calibration, classification report, figures, complexity and a checked explanation (its method
+    and layer chosen by measurement) for each run; with several runs, also the side-by-side comparison view,
+    the agreement of the models' maps and their robustness to shifts, rotations and noise."""
+    from fmlab.evaluate.comparison import compare_runs
+    from fmlab.evaluate.runner import evaluate_run
 
     if len(run_dirs) == 1:
-        r = evaluate_run(run_dirs[0], out, data_dir=data_dir, seed=seed)
-        method, faith = next(iter(r["faithfulness"].items()))
-        typer.echo(_line(run_dirs[0].name, r["model"], r, method, faith))
+        r = evaluate_run(run_dirs[0], out, data_dir=data_dir, seed=seed, explain_it=True)
+        typer.echo(_line(run_dirs[0].name, r["model"], r, r["explanation"]))
         typer.echo(f"-> {r['out_dir']}")
         return
     target = out or Path(os.path.commonpath([p.resolve() for p in run_dirs])) / "comparison"
     summary = compare_runs(run_dirs, target, data_dir=data_dir, seed=seed)
     for name, r in summary["models"].items():
-        typer.echo(_line(name, r["model"], r, r["method"], r["faithfulness"]))
+        typer.echo(_line(name, r["model"], r, r["explanation"]))
+    for pair in summary["agreement"].values():
+        typer.echo(pair["sentence"])
     typer.echo(f"-> {target} (the comparison view, its numbers, one folder per run)")

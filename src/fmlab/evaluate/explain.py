@@ -1,94 +1,121 @@
-"""Attributions via captum (Grad-CAM for CNNs, saliency and integrated gradients otherwise), overlays,
-the side-by-side comparison view, and a deletion/insertion faithfulness score."""
+"""Attribution maps via captum, the candidates a CNN is explained with, deletion/insertion curves per image,
+and the overlay grids (the side-by-side comparison view).
+
+For a CNN the method and layer are chosen by measurement (fmlab.evaluate.trust): Grad-CAM, HiResCAM
+(gradient x activation summed over channels, which keeps the map's resolution faithful to the layer's) and
+guided Grad-CAM, each at every post-activation feature map the registry lists. Non-CNNs are explained with
+input gradients and integrated gradients.
+"""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Saliency
+from captum.attr import GuidedGradCam, IntegratedGradients, LayerAttribution, LayerGradCam, LayerGradientXActivation
+from captum.attr import Saliency as CaptumSaliency
 from matplotlib.figure import Figure
 from torch import nn
 
+from fmlab import models
 from fmlab.evaluate.plots import new_figure
 
-METHODS = {"cnn": ("gradcam",), "ffnn": ("saliency", "integrated_gradients"),
-           "linear": ("saliency", "integrated_gradients")}
-PRIMARY = {"cnn": "gradcam", "ffnn": "integrated_gradients", "linear": "integrated_gradients"}
-LABELS = {"gradcam": "Grad-CAM", "saliency": "Saliency |∂y/∂x|", "integrated_gradients": "Integrated gradients"}
 IG_STEPS = 32
+LABELS = {"gradcam": "Grad-CAM", "hirescam": "HiResCAM", "guided_gradcam": "Guided Grad-CAM",
+          "saliency": "Saliency |∂y/∂x|", "integrated_gradients": "Integrated gradients"}
+LAYER_METHODS = ("gradcam", "hirescam", "guided_gradcam")
+INPUT_METHODS = ("saliency", "integrated_gradients")
 
 
-def methods_for(family: str) -> tuple[str, ...]:
-    """Attribution methods that apply to a model family: Grad-CAM for CNNs, gradients for the rest."""
-    return METHODS.get(family, METHODS["ffnn"])
+@dataclass(frozen=True)
+class Explainer:
+    """One way to explain a model's prediction: a method and, for layer methods, the layer it reads."""
+
+    method: str
+    layer: str | None = None  # dotted module path (registry.explain_layers)
+
+    @property
+    def label(self) -> str:
+        return LABELS[self.method] + (f" ({self.layer})" if self.layer else "")
+
+    def maps(self, net: nn.Module, x: torch.Tensor, target: torch.Tensor, baseline: float = 0.0) -> torch.Tensor:
+        """One map per image, (N, H, W), non-negative: evidence for class `target` of each image."""
+        net.eval()
+        x = x.detach().clone().requires_grad_(True)
+        target = torch.as_tensor(target, device=x.device).long()
+        with torch.enable_grad():
+            return _MAPS[self.method](self, net, x, target, baseline).detach()
 
 
-def gradcam(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Grad-CAM on `layer` for class `target`, ReLU'd and bilinearly upsampled to the input size: (N, H, W) >= 0."""
-    attr = LayerGradCam(model, layer).attribute(x, target=target, relu_attributions=True)
+def _upsampled(attr: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     up = LayerAttribution.interpolate(attr, tuple(x.shape[-2:]), interpolate_mode="bilinear")
-    return up.sum(dim=1).clamp_min(0).detach()
+    return up.sum(dim=1).clamp_min(0)
 
 
-def saliency(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Absolute input gradient of the class score: (N, H, W) >= 0."""
-    return Saliency(model).attribute(x, target=target, abs=True).sum(dim=1).detach()
+def _gradcam(e: Explainer, net: nn.Module, x: torch.Tensor, t: torch.Tensor, _: float) -> torch.Tensor:
+    layer = net.get_submodule(e.layer)
+    return _upsampled(LayerGradCam(net, layer).attribute(x, target=t, relu_attributions=True), x)
 
 
-def integrated_gradients(
-    model: nn.Module, x: torch.Tensor, target: torch.Tensor, baseline: float = 0.0, n_steps: int = IG_STEPS
-) -> torch.Tensor:
-    """Integrated gradients from a constant (black) baseline, positive evidence only: (N, H, W) >= 0."""
-    attr = IntegratedGradients(model).attribute(
-        x, baselines=baseline, target=target, n_steps=n_steps, internal_batch_size=max(len(x) * 8, 64)
-    )
-    return attr.sum(dim=1).clamp_min(0).detach()
+def _hirescam(e: Explainer, net: nn.Module, x: torch.Tensor, t: torch.Tensor, _: float) -> torch.Tensor:
+    layer = net.get_submodule(e.layer)
+    return _upsampled(LayerGradientXActivation(net, layer).attribute(x, target=t).sum(1, keepdim=True), x)
 
 
-def attribute(
-    model: nn.Module, x: torch.Tensor, target: torch.Tensor, method: str,
-    layer: nn.Module | None = None, baseline: float = 0.0,
-) -> torch.Tensor:
-    """One attribution map per image, (N, H, W), non-negative, for class `target` of each image."""
-    model.eval()
-    x = x.detach().clone().requires_grad_(True)
-    target = torch.as_tensor(target, device=x.device).long()
-    with torch.enable_grad():
-        if method == "gradcam":
-            if layer is None:
-                raise ValueError("Grad-CAM needs the model's target layer")
-            return gradcam(model, layer, x, target)
-        if method == "saliency":
-            return saliency(model, x, target)
-        if method == "integrated_gradients":
-            return integrated_gradients(model, x, target, baseline)
-    raise ValueError(f"unknown attribution method {method!r}")
+def _guided(e: Explainer, net: nn.Module, x: torch.Tensor, t: torch.Tensor, _: float) -> torch.Tensor:
+    layer = net.get_submodule(e.layer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # captum notes that it hooks the ReLUs' backward pass (and unhooks them)
+        return GuidedGradCam(net, layer).attribute(x, target=t).sum(dim=1).clamp_min(0)
+
+
+def _saliency(e: Explainer, net: nn.Module, x: torch.Tensor, t: torch.Tensor, _: float) -> torch.Tensor:
+    return CaptumSaliency(net).attribute(x, target=t, abs=True).sum(dim=1)
+
+
+def _integrated(e: Explainer, net: nn.Module, x: torch.Tensor, t: torch.Tensor, baseline: float) -> torch.Tensor:
+    attr = IntegratedGradients(net).attribute(x, baselines=baseline, target=t, n_steps=IG_STEPS,
+                                              internal_batch_size=max(len(x) * 8, 64))
+    return attr.sum(dim=1).clamp_min(0)
+
+
+_MAPS = {"gradcam": _gradcam, "hirescam": _hirescam, "guided_gradcam": _guided, "saliency": _saliency,
+         "integrated_gradients": _integrated}
+
+
+def candidates(model: str) -> list[Explainer]:
+    """Every explainer tried for a registered model: layer methods at each listed layer for CNNs, input
+    attributions otherwise."""
+    layers = models.get(model).explain_layers
+    if layers:
+        return [Explainer(m, layer) for layer in layers for m in LAYER_METHODS]
+    return [Explainer(m) for m in INPUT_METHODS]
 
 
 @torch.no_grad()
-def _target_probs(model: nn.Module, x: torch.Tensor, target: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
-    return torch.cat([model(x[i : i + chunk]).float().softmax(1) for i in range(0, len(x), chunk)]).gather(
+def _target_probs(net: nn.Module, x: torch.Tensor, target: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    return torch.cat([net(x[i : i + chunk]).float().softmax(1) for i in range(0, len(x), chunk)]).gather(
         1, target.view(-1, 1)
     ).view(-1)
 
 
-def faithfulness(
-    model: nn.Module, x: torch.Tensor, attr: torch.Tensor, target: torch.Tensor,
-    baseline: float = 0.0, steps: int = 20, seed: int = 0,
-) -> dict[str, float]:
-    """Deletion and insertion curves (RISE, Petsiuk et al. 2018) for attribution maps `attr` (N, H, W).
+def deletion_insertion(
+    net: nn.Module, x: torch.Tensor, maps: torch.Tensor, target: torch.Tensor, baseline: float, steps: int = 20,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image areas under the deletion and insertion curves (RISE, Petsiuk et al. 2018) of `maps` (N, H, W).
 
-    Deletion: replace the most-attributed pixels by `baseline` in `steps` equal chunks and track the
-    probability of `target`; its area (lower = better) is the faithfulness score. Insertion: start from the
-    baseline image and restore pixels in the same order (higher = better). Ties are broken at random.
-    """
-    n, h, w = attr.shape
+    Deletion: replace the most-attributed pixels by `baseline` (a black pixel: no signal added) in `steps`
+    equal chunks and track the probability of `target`; a faithful map makes it fall fast (low area).
+    Insertion: start from the all-black image and restore pixels in the same order (high area). Ties in a
+    map are broken at random."""
+    n, h, w = maps.shape
     d = h * w
     rng = np.random.default_rng(seed)
-    scores = attr.detach().reshape(n, d).cpu().double().numpy()
+    scores = maps.detach().reshape(n, d).cpu().double().numpy()
     order = np.lexsort((rng.random((n, d)), -scores), axis=-1)
     rank = torch.as_tensor(np.argsort(order, axis=-1), device=x.device).view(n, 1, h, w)
     target = torch.as_tensor(target, device=x.device).long()
@@ -99,14 +126,14 @@ def faithfulness(
         mask = rank < round(frac * d)
         deleted.append(torch.where(mask, base, x))
         inserted.append(torch.where(mask, x, base))
-    probs = _target_probs(model, torch.cat(deleted + inserted), target.repeat(2 * len(fractions)))
+    probs = _target_probs(net, torch.cat(deleted + inserted), target.repeat(2 * len(fractions)))
     curves = probs.view(2, len(fractions), n).cpu().numpy()
-    auc = np.trapezoid(curves, fractions, axis=1).mean(axis=1)
-    return {"deletion_auc": float(auc[0]), "insertion_auc": float(auc[1]), "steps": steps, "images": n}
+    areas = np.trapezoid(curves, fractions, axis=1)
+    return areas[0], areas[1]
 
 
-def random_attribution(shape: Sequence[int], seed: int = 0) -> torch.Tensor:
-    """A seeded random map: the reference a real attribution should beat."""
+def random_maps(shape: Sequence[int], seed: int = 0) -> torch.Tensor:
+    """Seeded random maps: the order a real attribution has to beat."""
     return torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
 
 

@@ -110,24 +110,26 @@ def curves_figure(history: list[dict[str, float]], title: str = "") -> Figure:
     return fig
 
 
-def reliability_figure(bins: dict[str, list], ece: float, title: str = "") -> Figure:
-    """Accuracy against confidence per bin (gap shaded), with the confidence histogram below."""
-    edges = np.asarray(bins["edges"])
-    count, acc, conf = (np.asarray(bins[k], dtype=float) for k in ("count", "accuracy", "confidence"))
-    centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
-    used = count > 0
-    fig = new_figure(5.5, 6.5)
-    top, bottom = fig.subplots(2, 1, height_ratios=[3, 1], sharex=True,
-                               gridspec_kw={"left": 0.14, "right": 0.96, "bottom": 0.08, "top": 0.9, "hspace": 0.08})
-    top.bar(centres[used], acc[used], width=width[used], edgecolor="k", color="C0", label="accuracy")
-    top.bar(centres[used], conf[used] - acc[used], bottom=acc[used], width=width[used], fill=False,
-            edgecolor="C3", hatch="//", label="gap to mean confidence")
-    top.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
-    top.set(ylabel="Accuracy", xlim=(0, 1), ylim=(0, 1), title=f"Reliability diagram, ECE {ece:.4f}")
-    top.legend(loc="upper left")
-    bottom.bar(centres, count, width=width, color="grey", edgecolor="k")
-    bottom.set(xlabel="Confidence (max probability)", ylabel="Images")
-    bottom.set_yscale("symlog")
+def reliability_figure(panels: Sequence[tuple[str, dict[str, list], float]], title: str = "") -> Figure:
+    """Accuracy against confidence per bin (gap shaded), with the confidence histogram below; one column per
+    (label, bins, ECE) panel, e.g. before and after temperature scaling."""
+    fig = new_figure(5.2 * len(panels), 6.5)
+    axes = fig.subplots(2, len(panels), height_ratios=[3, 1], sharex=True, squeeze=False, gridspec_kw={
+        "left": 0.14 / len(panels), "right": 0.98, "bottom": 0.08, "top": 0.88, "hspace": 0.08, "wspace": 0.25})
+    for (label, bins, ece), top, bottom in zip(panels, axes[0], axes[1], strict=True):
+        edges = np.asarray(bins["edges"])
+        count, acc, conf = (np.asarray(bins[k], dtype=float) for k in ("count", "accuracy", "confidence"))
+        centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+        used = count > 0
+        top.bar(centres[used], acc[used], width=width[used], edgecolor="k", color="C0", label="accuracy")
+        top.bar(centres[used], conf[used] - acc[used], bottom=acc[used], width=width[used], fill=False,
+                edgecolor="C3", hatch="//", label="gap to mean confidence")
+        top.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+        top.set(ylabel="Accuracy", xlim=(0, 1), ylim=(0, 1), title=f"{label}: ECE {ece:.4f}")
+        top.legend(loc="upper left", fontsize=8)
+        bottom.bar(centres, count, width=width, color="grey", edgecolor="k")
+        bottom.set(xlabel="Confidence (max probability)", ylabel="Images")
+        bottom.set_yscale("symlog")
     if title:
         fig.suptitle(title)
     return fig

@@ -18,8 +18,9 @@ from torch import nn
 
 from fmlab.data.fashion_mnist import CLASS_NAMES
 from fmlab.errors import ConfigError
+from fmlab.evaluate.explain import Explainer
 from fmlab.infer.images import ImageError, load
-from fmlab.runs import check_output, open_predictor
+from fmlab.runs import RunDir, check_output, open_predictor
 
 MAX_PANELS = 16  # Grad-CAM overlays drawn for at most this many images
 PANEL = 112
@@ -38,7 +39,7 @@ def predict(
     if gradcam is not None:
         check_output(gradcam, [checkpoint_or_run_dir, *paths])
     predictor = open_predictor(checkpoint_or_run_dir)
-    layer = gradcam_layer(predictor.net, predictor.spec.model) if gradcam is not None else None
+    explainer = chosen_explainer(checkpoint_or_run_dir, predictor.spec.model) if gradcam is not None else None
     entries: list[dict[str, Any]] = []
     stacks: list[np.ndarray] = []
     for path in paths:
@@ -61,7 +62,7 @@ def predict(
             for k, p in zip(i_row, p_row, strict=True)
         ]
         entry.update(prediction=top[0]["class"], label=top[0]["label"], probability=top[0]["probability"], top=top)
-    if layer is not None and gradcam is not None:
+    if explainer is not None and gradcam is not None:
         preds = top_i[:, 0]
         stacked = {e["file"] for e in answered if e["index"] > 0}
         captions = [
@@ -69,29 +70,30 @@ def predict(
             + f"\n{e['prediction']} {e['probability']:.0%}"
             for e in answered
         ]
-        write_gradcam(gradcam, predictor.net, layer, predictor.normalise(pixels[:MAX_PANELS]), pixels[:MAX_PANELS],
-                      preds[:MAX_PANELS], captions)
+        write_gradcam(gradcam, predictor.net, explainer, predictor.normalise(pixels[:MAX_PANELS]),
+                      pixels[:MAX_PANELS], preds[:MAX_PANELS], captions)
     return entries
 
 
-def gradcam_layer(model: nn.Module, name: str) -> nn.Module:
-    """The layer Grad-CAM explains for this model (its last convolution), or a ConfigError."""
+def chosen_explainer(source: str | Path, model: str) -> Explainer:
+    """The explainer for overlays: the one `fmlab evaluate` chose and checked for this run when it has, else
+    the one the registry records as measured best for this model; a ConfigError for models without one."""
     from fmlab import models
 
-    layer = models.target_layer(model, name)
-    if isinstance(layer, str):
-        layer = model.get_submodule(layer)
-    if layer is None:
-        raise ConfigError(f"--gradcam needs a convolutional model; '{name}' has no convolutional layer to explain")
-    return layer
+    run = RunDir(source)
+    if run.eval.exists():
+        found = run.eval.read_metrics().get("explanation")
+        if found:
+            return Explainer(found["method"], found["layer"])
+    default = models.get(model).explainer
+    if default is None:
+        raise ConfigError(f"--gradcam needs a convolutional model; '{model}' has no feature maps to explain")
+    return Explainer(*default)
 
 
-def gradcam_maps(model: nn.Module, layer: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
-    """Grad-CAM heatmaps (N, 28, 28), each scaled to [0, 1], for the given target classes."""
-    from fmlab.evaluate.explain import gradcam
-
-    with torch.enable_grad():
-        maps = gradcam(model, layer, inputs, targets).numpy()
+def overlay_maps(net: nn.Module, explainer: Explainer, inputs: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
+    """Attribution maps (N, 28, 28), each scaled to [0, 1], for the given target classes."""
+    maps = explainer.maps(net, inputs, targets).cpu().numpy()
     peak = maps.reshape(len(maps), -1).max(axis=1).reshape(-1, 1, 1)
     return np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
 
@@ -99,7 +101,7 @@ def gradcam_maps(model: nn.Module, layer: nn.Module, inputs: torch.Tensor, targe
 def write_gradcam(
     out: str | Path,
     model: nn.Module,
-    layer: nn.Module,
+    explainer: Explainer,
     inputs: torch.Tensor,
     pixels: np.ndarray,
     targets: torch.Tensor,
@@ -111,7 +113,7 @@ def write_gradcam(
 
     from fmlab.io import atomic_path
 
-    heat = gradcam_maps(model, layer, inputs, targets)
+    heat = overlay_maps(model, explainer, inputs, targets)
     colours = colormaps["jet"](heat)[..., :3]  # (N, 28, 28, 3) in [0, 1]
     gray = np.repeat(pixels[..., None] / 255.0, 3, axis=-1)
     blend = (0.55 * gray + 0.45 * colours) * 255

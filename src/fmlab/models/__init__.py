@@ -10,7 +10,6 @@ from fmlab.models.registry import (
     names,
     recipe,
     register,
-    target_layer,
 )
 
-__all__ = ["ModelSpec", "build", "count_parameters", "full_args", "get", "names", "recipe", "register", "target_layer"]
+__all__ = ["ModelSpec", "build", "count_parameters", "full_args", "get", "names", "recipe", "register"]

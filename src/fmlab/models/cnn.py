@@ -9,8 +9,6 @@ BatchNorm and ReLU (instead of after) normalises and rectifies a quarter of the 
 faster per epoch at no cost in accuracy (README, "Performance"). `convs` gives each block more 3x3
 convolutions (conv + BatchNorm + ReLU at full size before the pooled one), for the deeper
 best-accuracy preset (configs/best.toml).
-
-Grad-CAM explains the last convolution's output (simple-cnn: its activation), before pooling.
 """
 
 from __future__ import annotations
@@ -28,7 +26,8 @@ from fmlab.models.registry import check_dropout, check_positive_int, check_posit
     "simple-cnn",
     defaults={"channels": (4, 8), "activation": "relu", "dropout": 0.0},
     description="Small custom CNN, strictly smaller than LeNet-5: conv 4@5x5, pool, conv 8@5x5, pool, FC 10.",
-    target_layer="features.act2",
+    explain_layers=("features.act1", "features.act2", "features.pool2"),
+    explainer=("guided_gradcam", "features.act1"),
     family="cnn",
     recipe=SMALL_CNN_RECIPE,
 )
@@ -72,7 +71,8 @@ def conv_block(c_in: int, c_out: int, convs: int = 1) -> nn.Sequential:
     "cnn",
     defaults={"channels": (16, 32, 64), "convs": (1, 1, 1), "hidden": 256, "dropout": 0.3},
     description="3 conv blocks (conv3x3 + max pool + BatchNorm + ReLU, 16-32-64), FC 256, dropout 0.3.",
-    target_layer="features.block3.conv",
+    explain_layers=("features.block1.act", "features.block2.act", "features.block3.act"),
+    explainer=("guided_gradcam", "features.block3.act"),
     family="cnn",
     # the time-to-accuracy recipe (benchmarks/time_to_accuracy.py): a large one-cycle rate at batch 256, AdamW's
     # decoupled decay, and flips averaged again at test time (the footwear faces left, so mirrors need training)

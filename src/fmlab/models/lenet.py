@@ -3,7 +3,7 @@
 C1 conv 6@5x5 (padding 2, so 28x28 maps like the original 32x32 input) -> S2 subsampling 2x2 ->
 C3 conv 16@5x5 (fully connected to S2, unlike the original's partial table) -> S4 subsampling 2x2 ->
 F5 120 -> F6 84 -> output 10. tanh and average pooling by default; relu / max pooling as options.
-Dropout (default 0) follows F5 and F6. Grad-CAM explains C3's activation output (`features.act2`).
+Dropout (default 0) follows F5 and F6.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ SMALL_CNN_RECIPE = {"lr": 3e-3, "schedule": "onecycle", "weight_decay": 1e-4, "e
     "lenet5",
     defaults={"activation": "tanh", "pool": "avg", "dropout": 0.0},
     description="LeNet-5 (1998): conv 6@5x5, pool, conv 16@5x5, pool, FC 120, FC 84, 10; tanh + average pooling.",
-    target_layer="features.act2",
+    explain_layers=("features.act1", "features.act2", "features.pool2"),
+    explainer=("guided_gradcam", "features.act1"),
     family="cnn",
     recipe=SMALL_CNN_RECIPE,
 )

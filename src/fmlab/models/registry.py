@@ -23,7 +23,12 @@ class ModelSpec:
     builder: Callable[..., nn.Module]
     defaults: dict[str, Any]
     description: str
-    target_layer: str | None  # dotted path of the Grad-CAM layer (last conv output or activation), None for non-CNNs
+    # post-activation feature maps an explanation may read, highest resolution first (() for non-CNNs); which
+    # layer and method explain a trained model is measured per run (fmlab.evaluate.trust)
+    explain_layers: tuple[str, ...]
+    # (method, layer) measured most faithful on the default study (README), for overlays of runs that have not
+    # been explained themselves (fmlab evaluate chooses per run); None for non-CNNs
+    explainer: tuple[str, str] | None
     family: str  # "linear" | "ffnn" | "cnn"
     numpy: bool = False  # trained by the NumPy engine (fmlab.models.mlp_numpy); `builder` gives its torch twin
     recipe: dict[str, Any] = field(default_factory=dict)  # training settings for this model (fmlab.runs.resolve)
@@ -40,7 +45,8 @@ def register(
     *,
     defaults: dict[str, Any],
     description: str,
-    target_layer: str | None = None,
+    explain_layers: tuple[str, ...] = (),
+    explainer: tuple[str, str] | None = None,
     family: str,
     numpy: bool = False,
     recipe: dict[str, Any] | None = None,
@@ -59,7 +65,8 @@ def register(
         if name in _REGISTRY:
             raise ValueError(f"model '{name}' is already registered")
         _REGISTRY[name] = ModelSpec(
-            name, builder, dict(defaults), description, target_layer, family, numpy, dict(recipe or {})
+            name, builder, dict(defaults), description, tuple(explain_layers), explainer, family, numpy,
+            dict(recipe or {})
         )
         return builder
 
@@ -110,12 +117,6 @@ def full_args(name: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
 def build(name: str, **overrides: Any) -> nn.Module:
     """A fresh model: the registered defaults updated with `overrides` (checked first, see full_args)."""
     return get(name).builder(**full_args(name, overrides))
-
-
-def target_layer(model: nn.Module, name: str) -> nn.Module | None:
-    """The module Grad-CAM explains for a model built as `name`, or None for models without convolutions."""
-    path = get(name).target_layer
-    return None if path is None else model.get_submodule(path)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -19,6 +19,7 @@ from torch import nn
 from fmlab import models
 from fmlab.config import TrainConfig, validate
 from fmlab.errors import ConfigError
+from fmlab.hardware import autocast
 from fmlab.runs.spec import is_resolved
 from fmlab.train.checkpoint import FORMAT_VERSION, NUM_CLASSES, CheckpointError
 
@@ -77,12 +78,13 @@ class Predictor:
         """The network's input for `images` (what attributions explain)."""
         return (self.inputs(images) / 255.0 - self.module.mean) / self.module.std
 
-    def logits(self, images: Any) -> torch.Tensor:
-        """Class scores (N, 10) float32 on the CPU, in chunks of BATCH images."""
+    def logits(self, images: Any, precision: str = "fp32") -> torch.Tensor:
+        """Class scores (N, 10) float32 on the CPU, in chunks of BATCH images. The scores a run records and serves
+        are fp32; training validates in its own precision (`precision`), which is faster and only ranks epochs."""
         self.module.eval()
         if self._channels_last():  # outside inference mode: the weights must stay usable by autograd
             self.net.to(memory_format=torch.channels_last)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(precision, self.device):
             out = [self.module(self.inputs(images[i : i + self.BATCH])).float().cpu()
                    for i in range(0, len(images), self.BATCH)]
         return torch.cat(out) if out else torch.zeros(0, NUM_CLASSES)

@@ -122,7 +122,8 @@ class EvalDir:
 
 
 class ComparisonDir:
-    """A side-by-side comparison: comparison.png, comparison.json and one EvalDir per run."""
+    """A side-by-side comparison: comparison.png (the view), comparison.json, further `<name>.png` figures
+    and one EvalDir per run."""
 
     FIGURE, SUMMARY = "comparison.png", "comparison.json"
 
@@ -132,9 +133,17 @@ class ComparisonDir:
     def run(self, name: str) -> EvalDir:
         return EvalDir(self.path / name)
 
-    def write(self, summary: dict[str, Any], png: bytes) -> None:
+    def write(self, summary: dict[str, Any], png: bytes, figures: dict[str, bytes]) -> None:
+        for name, content in figures.items():
+            _write_bytes(self.extra(name), content)
         _write_bytes(self.path / self.FIGURE, png)
         write_json(self.path / self.SUMMARY, summary)
+
+    def read(self) -> dict[str, Any]:
+        return _read_object(self.path / self.SUMMARY, "run the study (or fmlab evaluate) again")
+
+    def extra(self, name: str) -> Path:
+        return self.path / f"{name}.png"
 
     @property
     def figure(self) -> Path:

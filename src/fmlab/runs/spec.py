@@ -7,7 +7,7 @@ Layers are given lowest first; a later layer's keys win (`model_args` is merged 
 that the TrainConfig field defaults. A recipe applies as coherent groups: if the layers switch a
 group (choose another optimiser; turn augmentation or flips off), none of that group comes from the
 recipe, so a config never mixes the recipe's AdamW decay into SGD, or flip test-time averaging into
-training without flips. The result is complete (every model argument, the thread count) and
+training without flips. The result is complete (every model argument, the thread count, the precision) and
 round-trips through JSON exactly: resuming a run is `saved spec == resolved spec`, nothing else.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 import fmlab
-from fmlab import models
+from fmlab import hardware, models
 from fmlab.config import TrainConfig, validate
 from fmlab.errors import ConfigError
 from fmlab.models.registry import check_dropout
@@ -93,7 +93,10 @@ def resolve(layers: Sequence[Layer]) -> TrainConfig:
     merged["model"] = name
     merged["model_args"] = json.loads(json.dumps(full_args))  # tuples -> lists: what a saved spec reads back
     merged.setdefault("threads", torch.get_num_threads())
+    merged.setdefault("precision", "fp32" if spec.numpy or not hardware.fast_bf16() else "bf16")
     config = validate(TrainConfig, merged, source)
+    if spec.numpy and config.precision != "fp32":
+        raise ConfigError(f"{source}: '{name}' computes in NumPy float32; it has no bf16 precision")
     if config.tta_flip and not (config.augment and config.flip):
         # Fashion-MNIST footwear always faces left: a model never trained on mirrors misreads them
         raise ConfigError(f"{source}: tta_flip needs training on flipped images: set augment = true and flip = true")
@@ -102,7 +105,8 @@ def resolve(layers: Sequence[Layer]) -> TrainConfig:
 
 def is_resolved(spec: TrainConfig) -> bool:
     """Whether `spec` came from resolve (or a saved resolved spec): every model argument and the threads set."""
-    return spec.threads is not None and set(spec.model_args) == set(models.get(spec.model).defaults)
+    return (spec.threads is not None and spec.precision is not None
+            and set(spec.model_args) == set(models.get(spec.model).defaults))
 
 
 def require_resolved(spec: TrainConfig) -> TrainConfig:

@@ -19,9 +19,11 @@ def pct(x: float) -> str:
 
 
 def ci_text(m: dict[str, float]) -> str:
+    """An accuracy with its spread and its interval over seeds (clipped to what an accuracy can be)."""
     if m["n"] < 2:
         return f"{pct(m['mean'])} (1 seed)"
-    return f"{pct(m['mean'])} ± {100 * m['std']:.2f} (95% CI {pct(m['ci_low'])} to {pct(m['ci_high'])}, {m['n']} seeds)"
+    low, high = max(m["ci_low"], 0.0), min(m["ci_high"], 1.0)
+    return f"{pct(m['mean'])} ± {100 * m['std']:.2f} (95% CI {pct(low)} to {pct(high)}, {m['n']} seeds)"
 
 
 def headline(rows: list[dict[str, Any]], best: dict[str, str]) -> list[str]:
@@ -72,3 +74,18 @@ def class_findings(ev: dict[str, Any], class_names: tuple[str, ...]) -> str:
     conf = "; ".join(f"{a} taken for {b} {n} times" for n, a, b in pairs)
     return (f"hardest class {worst} (F1 {per[worst]['f1']:.3f}), easiest {best} (F1 {per[best]['f1']:.3f}); "
             f"top confusions: {conf}.")
+
+
+def agreement_findings(study: Any, comparison: dict[str, Any]) -> list[str]:
+    """For each [[compare]] pair of CNN families: how alike their explanations are (from the comparison)."""
+    from fmlab import models
+
+    out = []
+    for pair in study.compare:
+        a, b = pair.a.partition("/")[0], pair.b.partition("/")[0]
+        if a == b or not all(models.get(study.families[f].model).family == "cnn" for f in (a, b)):
+            continue
+        found = comparison["agreement"].get(f"{a} vs {b}") or comparison["agreement"].get(f"{b} vs {a}")
+        if found:
+            out.append(f"{pair.title or a + ' vs ' + b}: {found['sentence']}")
+    return out

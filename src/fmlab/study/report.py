@@ -13,6 +13,7 @@ import jinja2
 import fmlab
 from fmlab import models
 from fmlab.data import CLASS_NAMES
+from fmlab.evaluate import robustness
 from fmlab.runs import RunDirError, StudyDir
 from fmlab.study import findings
 
@@ -22,7 +23,6 @@ FIGURES = {
     "roc": "One-vs-rest ROC",
     "reliability": "Reliability diagram",
     "mistakes": "Most confident mistakes",
-    "attributions": "Attributions",
 }
 
 
@@ -49,24 +49,29 @@ def context(out: str | Path) -> dict[str, Any]:
         spec = models.get(fam.model)
         variant = summary["best"][fam_name]
         run = layout.trial(fam_name, variant, study.seeds[0])
-        ev = run.eval.read_metrics()
+        ev = layout.comparison.run(fam_name).read_metrics()
         row = next(r for r in summary["rows"] if r["family"] == fam_name and r["variant"] == variant)
         families.append({
             "name": fam_name, "title": fam.title or fam_name, "model": fam.model, "variant": variant,
             "description": spec.description, "mechanism": findings.MECHANISM[spec.family], "row": row,
             "config": run.read_spec()[0].model_dump(), "eval": ev, "fit": findings.fit_diagnosis(run.read_history()),
             "classes": findings.class_findings(ev, CLASS_NAMES), "run": rel(run.path),
-            "figures": [(rel(run.eval.figure(name)), title) for name, title in FIGURES.items()
-                        if run.eval.figure(name).is_file()],
+            "figures": [(rel(shown.figure(name)), title) for name, title in FIGURES.items()
+                        if (shown := layout.comparison.run(fam_name)).figure(name).is_file()],
         })
-    comparison = layout.comparison.figure
+    comparison = layout.comparison.read() if layout.comparison.figure.is_file() else None
+    pairs = [c for c in summary["comparisons"] if c["kind"] == "pair"]
     return {
         "study": study.model_dump(), "summary": summary, "families": families, "pct": findings.pct,
         "ci": findings.ci_text, "headline": findings.headline(summary["rows"], summary["best"]),
-        "pairs": [c for c in summary["comparisons"] if c["kind"] == "pair"],
+        "pairs": pairs, "n_tests": len(summary["comparisons"]),
         "vs_baseline": {(c["a"]): c for c in summary["comparisons"] if c["kind"] == "variant_vs_baseline"},
         "sensitivity": [rel(layout.sensitivity(f)) for f in study.families if layout.sensitivity(f).is_file()],
-        "comparison": rel(comparison) if comparison.is_file() else None,
+        "comparison": comparison, "comparison_view": rel(layout.comparison.figure) if comparison else None,
+        "robustness_figure": rel(layout.comparison.extra("robustness")) if comparison else None,
+        "agreement": findings.agreement_findings(study, comparison) if comparison else [],
+        "robustness": [robustness.sentence(f["title"], comparison["robustness"][f["name"]]) for f in families
+                       ] if comparison else [],
         "class_names": CLASS_NAMES, "tune": layout.read_tune_summary(), "tune_dir": rel(layout.tune),
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "version": fmlab.__version__,
         "machine": f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}",

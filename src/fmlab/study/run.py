@@ -111,8 +111,9 @@ def run_study(
     report: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Plan, run (skipping finished trials), summarise and report a study; `device` overrides the study's."""
-    from fmlab.evaluate.runner import compare_runs
+    """Plan, run (skipping finished trials), summarise and (with `report`) compare the best variants and write
+    the report; `device` overrides the study's."""
+    from fmlab.evaluate.comparison import compare_runs
     from fmlab.study.summary import summarise
 
     study = study if isinstance(study, StudyConfig) else load_study(study)
@@ -126,7 +127,7 @@ def run_study(
     evaluate = study.evaluate.model_dump()
     jobs = [
         (t.spec.model_dump(mode="json"), str(layout.trial(t.family, t.variant, t.seed).path), t.key(data.checksums),
-         str(data_dir) if data_dir else None, {**evaluate, "figures": t.seed == study.seeds[0]},
+         str(data_dir) if data_dir else None, {**evaluate, "figures": False},
          device or study.device)
         for t in trials
     ]
@@ -143,9 +144,7 @@ def run_study(
         _dask(jobs, scheduler, on_done)
     stages = {"trials_s": time.perf_counter() - t0}
     summary = summarise(study, layout, wall_s=stages["trials_s"])
-    best_runs = [layout.trial(fam, variant, study.seeds[0]) for fam, variant in summary["best"].items()]
-    compare_runs(best_runs, layout.comparison.path, data=data, figures=False, **evaluate)
-    stages["summary_and_comparison_s"] = time.perf_counter() - t0 - sum(stages.values())
+    stages["summary_s"] = time.perf_counter() - t0 - sum(stages.values())
     if study.tune is not None:
         from fmlab.tune import run_tune_section
 
@@ -154,6 +153,16 @@ def run_study(
     if report:
         from fmlab.study.report import write_report
 
+        best = summary["best"]
+        best_runs = [layout.trial(fam, variant, study.seeds[0]) for fam, variant in best.items()]
+        # another seed of each model: how alike one model's explanations are with itself, to read two models'
+        # agreement against
+        references = {i: layout.trial(fam, variant, study.seeds[1]) for i, (fam, variant) in enumerate(best.items())
+                      } if len(study.seeds) > 1 else None
+        # what the report shows of each family's best variant (figures, explanations, robustness), drawn once
+        compare_runs(best_runs, layout.comparison.path, data=data, figures=True, references=references,
+                     names=list(best), **evaluate)
+        stages["comparison_s"] = time.perf_counter() - t0 - sum(stages.values())
         write_report(layout.path)
         stages["report_s"] = time.perf_counter() - t0 - sum(stages.values())
     stages["total_s"] = time.perf_counter() - t0

@@ -69,7 +69,7 @@ def summarise(study: StudyConfig, layout: StudyDir, wall_s: float | None = None)
             correct[a], correct[b], f"{a[0]}/{a[1]}", f"{b[0]}/{b[1]}")})
     summary = {
         "study": study.name, "seeds": study.seeds, "wall_s": wall_s, "rows": rows, "best": best,
-        "comparisons": comparisons,
+        "comparisons": stats.correct(comparisons),  # every test of the study corrected together (Holm)
     }
     layout.write_summary(summary, _csv(rows))
     _sensitivity_plots(study, rows, layout)

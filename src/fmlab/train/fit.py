@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fmlab import models
+from fmlab import hardware, models
 from fmlab.config import TrainConfig
 from fmlab.data import FashionMNIST, load, make_split
 from fmlab.errors import Interrupted
@@ -100,7 +100,8 @@ def _finish(spec: TrainConfig, fitted: Fitted, run: RunDir | None, key: str, dat
         "key": key, "status": fitted.status, "model": spec.model, "seed": spec.seed,
         "epochs_run": len(fitted.history), "best_epoch": fitted.best_epoch, "best_val_acc": fitted.best_val_acc,
         "train_time_s": fitted.train_time_s, "params": models.count_parameters(predictor.net),
-        "device": str(device), "test_loss": test_loss, "test_acc": test_acc,
+        "device": str(device), "precision": spec.precision, "threads": spec.threads, "machine": hardware.describe(),
+        "test_loss": test_loss, "test_acc": test_acc,
     }
     if run is not None:
         if not fitted.history:

@@ -6,7 +6,6 @@ penalty = l1 * sum|W| + l2 * sum W**2 over weight matrices and kernels (not bias
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import numpy as np
@@ -16,6 +15,7 @@ from torch import nn
 
 from fmlab import models
 from fmlab.config import TrainConfig
+from fmlab.hardware import autocast
 
 
 def penalised_params(model: nn.Module) -> list[nn.Parameter]:
@@ -85,10 +85,7 @@ class TorchLearner:
         self.model = model.to(device, memory_format=torch.channels_last) if self.channels_last else model.to(device)
         self.penalised = penalised_params(self.model)
         self.schedule = Schedule(make_optimizer(list(self.model.parameters()), cfg), cfg, steps_per_epoch)
-        self.amp = cfg.amp and device.type == "cuda"
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
+        autocast(cfg.precision, device)  # refuses a precision the device cannot run, before training starts
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -96,7 +93,7 @@ class TorchLearner:
     def train_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
         cfg = self.cfg
         self.model.train()
-        with self._autocast():
+        with autocast(self.cfg.precision, self.device):
             logits = self.model(self._input(x))
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
         total = loss

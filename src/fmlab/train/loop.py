@@ -156,7 +156,8 @@ def _train(spec: TrainConfig, train_set: Arrays, val_set: Arrays | None, norm: t
             seconds = time.perf_counter() - t0
             t_train += seconds
             if val_set is not None:
-                val_loss, val_acc = score(Predictor(learner.module(), spec, *norm).logits(val_set[0]), val_set[1])
+                logits = Predictor(learner.module(), spec, *norm).logits(val_set[0], spec.precision)
+                val_loss, val_acc = score(logits, val_set[1])
                 record.update(val_loss=val_loss, val_acc=val_acc)
             record.update(lr=learner.schedule.lr, seconds=seconds)
             history.append(record)

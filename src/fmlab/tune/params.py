@@ -19,7 +19,7 @@ from fmlab.runs import resolve
 # training settings a search may vary: every TrainConfig field but what names the run, its data split and
 # its machine, plus `dropout` (the model's dropout argument)
 FIXED = ("model", "model_args", "seed", "val_size", "train_size", "split_seed", "early_stopping", "monitor",
-         "threads", "amp", "channels_last")
+         "threads", "precision", "channels_last")
 TRAIN_KEYS = (*(k for k in TrainConfig.model_fields if k not in FIXED), "dropout")
 
 

@@ -10,8 +10,8 @@ training engine (fmlab.train.loop.train) on the resolved spec of these settings:
 schedule, augmentation, test-time averaging and channels-last included, exactly as `fmlab train` does.
 A setting left at None comes from the recipe or the field default. The images passed to `fit` are the
 training split (normalised with their own pixel statistics); there is no validation split inside a
-fold, so the weights of the last epoch are kept and `predict_proba` is that epoch's predictor: a cell's
-score on a holdout split equals the last-epoch validation accuracy `fmlab train` records there.
+fold, so the weights of the last epoch are kept and `predict_proba` is that epoch's predictor, in the run's
+precision: a cell's score on a holdout split equals the last-epoch validation accuracy `fmlab train` records.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from fmlab.runs import resolve
 from fmlab.train.loop import resolve_device, train
 
 SETTINGS = ("optimizer", "lr", "batch_size", "momentum", "nesterov", "weight_decay", "l1", "l2", "schedule",
-            "step_size", "gamma", "label_smoothing", "augment", "crop", "flip", "rotate", "tta_flip", "amp",
+            "step_size", "gamma", "label_smoothing", "augment", "crop", "flip", "rotate", "tta_flip", "precision",
             "channels_last", "threads")
 
 
@@ -68,7 +68,7 @@ class FmlabClassifier(NeuralNetClassifier):
         flip: bool | None = None,
         rotate: float | None = None,
         tta_flip: bool | None = None,
-        amp: bool | None = None,
+        precision: str | None = None,
         channels_last: bool | None = None,
         threads: int | None = None,
         seed: int = 0,
@@ -84,7 +84,7 @@ class FmlabClassifier(NeuralNetClassifier):
                          **kwargs)
         vars(self).update(model=model, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, l1=l1, l2=l2,
                           schedule=schedule, step_size=step_size, gamma=gamma, label_smoothing=label_smoothing,
-                          augment=augment, crop=crop, flip=flip, rotate=rotate, tta_flip=tta_flip, amp=amp,
+                          augment=augment, crop=crop, flip=flip, rotate=rotate, tta_flip=tta_flip, precision=precision,
                           channels_last=channels_last, threads=threads, seed=seed)
 
     def train_config(self) -> TrainConfig:
@@ -107,6 +107,8 @@ class FmlabClassifier(NeuralNetClassifier):
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities (N, 10) of the trained predictor."""
+        """Class probabilities (N, 10) of the trained predictor, computed in the precision it trained with, as
+        `fmlab train` validates each epoch (so a cell's score is that validation accuracy)."""
         self.check_is_fitted(["predictor_"])
-        return self.predictor_.probs(as_images(X))
+        logits = self.predictor_.logits(as_images(X), self.predictor_.spec.precision)
+        return logits.double().softmax(1).numpy()
