@@ -150,3 +150,10 @@ def test_folder_too_small_for_the_default_split(capsys, make_trusted):
     synthetic = make_trusted()
     code, _, err = run_cli(capsys, "data", "info", "--data-dir", str(synthetic.path))
     assert_one_line_error(code, err, "val_size")
+
+
+def test_version_is_the_installed_packages(capsys):
+    from importlib.metadata import version
+
+    code, out, err = run_cli(capsys, "--version")
+    assert code == 0 and out == f"fmlab {version('fmlab')}\n" and err == ""

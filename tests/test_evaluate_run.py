@@ -20,10 +20,9 @@ from synthetic import make_data, trained_run
 
 DATA = make_data(n_train=100, n_test=300)
 FAST = {"timing_s": 0.02}
-ARTIFACTS = {
-    "metrics.json", "classification_report.txt", "confusion_matrix.png", "roc.png", "training_curves.png",
-    "reliability.png", "mistakes.png",
-}
+FIGURES = ("confusion_matrix", "roc", "training_curves", "reliability", "mistakes")
+# every figure as PNG (the report) and as vector PDF (papers)
+ARTIFACTS = {"metrics.json", "classification_report.txt"} | {f"{f}.{ext}" for f in FIGURES for ext in ("png", "pdf")}
 
 
 def make_run(folder: Path, name: str, seed: int = 0, **model_args) -> RunDir:
@@ -44,6 +43,8 @@ def test_evaluate_run_writes_every_artifact(cnn_result):
     assert {p.name for p in out.iterdir()} == ARTIFACTS
     for png in out.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        pdf = png.with_suffix(".pdf").read_bytes()
+        assert pdf.startswith(b"%PDF-") and b"/Type /Page" in pdf
     saved = run.eval.read_metrics()
     assert saved["predictions_source"] == "recorded" and saved["key"] == run.read_spec()[1]
     assert saved["model"] == "simple-cnn" and saved["family"] == "cnn"
@@ -192,7 +193,7 @@ def test_cli_evaluates_one_run(tmp_path, capsys, trusted_data):
     code, out, err = run_cli(capsys, "evaluate", str(run.path), "--data-dir", str(trusted_data.path))
     assert code == 0, err
     assert "simple: simple-cnn, accuracy" in out and ("explains this model" in out or "does not explain" in out)
-    assert {p.name for p in run.eval.path.iterdir()} == ARTIFACTS | {"attributions.png"}
+    assert {p.name for p in run.eval.path.iterdir()} == ARTIFACTS | {"attributions.png", "attributions.pdf"}
     explanation = run.eval.read_metrics()["explanation"]
     assert explanation["method"] in ("gradcam", "hirescam", "guided_gradcam") and len(explanation["candidates"]) == 9
     assert explanation["explains"] == (explanation["faithfulness"]["beats_random"] and explanation["sanity"]["passes"])
@@ -215,6 +216,7 @@ def test_cli_compares_runs_side_by_side(tmp_path, capsys, trusted_data):
     assert saved["models"]["b-seed0"]["explanation"]["method"] in ("saliency", "integrated_gradients")
     assert set(saved["agreement"]) == {"a-seed0 vs b-seed0"} and set(saved["robustness"]) == set(saved["runs"])
     assert (cmp / "robustness.png").read_bytes()[:4] == b"\x89PNG"
+    assert (cmp / "robustness.pdf").read_bytes()[:5] == (cmp / "comparison.pdf").read_bytes()[:5] == b"%PDF-"
     for name in saved["runs"]:
         assert {p.name for p in (cmp / name).iterdir()} == ARTIFACTS
         rows = saved["models"][name]["predictions"]

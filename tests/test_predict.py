@@ -135,8 +135,16 @@ def test_cli_prints_top_k_and_json(run: Path, good: Path, capsys: pytest.Capture
 
 def test_gradcam_overlay(run: Path, good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out_png = tmp_path / "cam.png"
-    code, _, _ = cli("predict", run, good, good, "--gradcam", out_png, capsys=capsys)
-    assert code == 0 and Image.open(out_png).size == (224, 138)
+    np.save(tmp_path / "raw.npy", load(good))
+    code, _, _ = cli("predict", run, good, tmp_path / "raw.npy", "--gradcam", out_png, capsys=capsys)
+    sheet = np.asarray(Image.open(out_png).convert("RGB")).astype(int)
+    assert code == 0 and sheet.shape == (3 * 112 + 26, 224, 3)  # photo, input the model saw, heatmap; caption
+    photo, seen, heat = sheet[:112, :112], sheet[112:224, :112], sheet[224:336, :112]
+    thumb = np.asarray(Image.open(good).convert("L"))  # 60x40: shown as it is, centred, on white
+    assert np.abs(photo[26:86, 36:76, 0] - thumb).max() <= 1 and photo[:20].min() == 255
+    expected = np.kron(load(good)[0], np.ones((4, 4), np.uint8))
+    assert np.abs(seen[..., 0] - expected).max() == 0 and (heat.std(axis=2) > 10).mean() > 0.3  # gray, then colour
+    assert sheet[:112, 112:].min() == 255  # an array has no photo
     logreg = checkpoint_file(tmp_path / "logreg.pt", "logreg")
     code, out, err = cli("predict", logreg, good, "--gradcam", tmp_path / "no.png", capsys=capsys)
     assert code == 2 and out == "" and "convolutional" in err and not (tmp_path / "no.png").exists()
@@ -175,8 +183,9 @@ def test_console_script_with_all_bad_files(run: Path, good: Path, tmp_path: Path
     assert_one_line_error(proc.stderr, *map(str, BAD_IMAGES), str(missing))
 
 
-def test_fashion_mnist_photo_round_trip(tmp_path: Path) -> None:
-    """A test item scaled 4x, dark on white, read back with --invert: close to the original, same class."""
+def test_product_photos_are_inverted_cropped_and_centred_by_themselves(tmp_path: Path) -> None:
+    """Test items made into photos as people take them (dark garment on a light, tinted, non-square JPEG, scaled
+    up and off-centre) get the class of the original without --invert, and predict says what it did."""
     from fmlab.data import load as load_data
 
     try:
@@ -197,15 +206,26 @@ def test_fashion_mnist_photo_round_trip(tmp_path: Path) -> None:
     originals = data.x_test[:40]
     paths = []
     for i, item in enumerate(originals):
-        paths.append(tmp_path / f"item{i}.png")
-        Image.fromarray(np.kron(255 - item, np.ones((4, 4), np.uint8))).convert("RGB").save(paths[-1])
+        paths.append(tmp_path / f"item{i}.jpg")
+        garment = np.kron(255 - item, np.ones((4, 4), np.uint8)).astype(np.float64) / 255  # dark on white, 112 px
+        photo = np.ones((150 + 7 * i % 40, 200, 3))  # a white, non-square canvas ...
+        top, left = 10 + i % 20, 15 + 3 * i % 60  # ... with the garment off-centre
+        photo[top : top + 112, left : left + 112] = garment[..., None]
+        tint = np.array([1.0, 0.95, 0.85])  # warm light
+        Image.fromarray((255 * photo * tint).round().astype(np.uint8)).save(paths[-1], quality=92)
     np.save(tmp_path / "raw.npy", originals)
-    photos = predict(run, paths, invert=True)
     raw = predict(run, [tmp_path / "raw.npy"])
+    photos = predict(run, paths)
     same = sum(p["label"] == r["label"] for p, r in zip(photos, raw, strict=True))
     assert same >= 36, f"only {same}/40 photos got the class of the raw array"
-    restored = np.concatenate([load(p, invert=True) for p in paths]).astype(int)
-    assert np.median(np.abs(restored - originals).mean(axis=(1, 2))) < 8
+    assert all(p["preprocessing"].startswith("light background (border median ") for p in photos)
+    assert "inverted; cropped 200x" in photos[0]["preprocessing"] and "centred" in photos[0]["preprocessing"]
+    assert raw[0]["preprocessing"] == "used as stored"
+    forced = predict(run, paths, invert=False)  # what predict did before it read the background
+    assert sum(p["label"] == r["label"] for p, r in zip(forced, raw, strict=True)) < same - 10
+    restored = np.concatenate([load(p) for p in paths]).astype(int)
+    assert np.median(np.abs(restored - originals).mean(axis=(1, 2))) < 10
+    assert load(tmp_path / "raw.npy", invert=None).tolist() == originals.tolist()  # arrays are never guessed at
 
 
 # --- checkpoints that must be refused -------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -194,6 +195,7 @@ def test_study_outputs_and_statistics(tiny_study):
     header = (tiny_study / StudyDir.SUMMARY_CSV).read_text().splitlines()[0]
     assert "accuracy_mean" in header and "accuracy_ci_low" in header
     assert layout.sensitivity("lin").stat().st_size > 0
+    assert layout.sensitivity("lin").with_suffix(".pdf").read_bytes().startswith(b"%PDF-")  # for papers
     # every trial has its numbers; figures are drawn once, for the report (test_quick_study_...)
     assert all(layout.trial("lin", v, s).eval.exists() for v in ("baseline", "l2") for s in (0, 1))
     assert not layout.trial("lin", "l2", 0).eval.figure("roc").exists() and not layout.comparison.path.exists()
@@ -202,7 +204,8 @@ def test_study_outputs_and_statistics(tiny_study):
 
 
 @pytest.mark.integration
-def test_resume_reruns_only_missing_or_damaged_trials(tiny_study, tmp_path, monkeypatch):
+def test_resume_reruns_only_missing_or_damaged_trials_and_status_says_which(tiny_study, tmp_path, monkeypatch,
+                                                                            capsys):
     import fmlab.train.fit as fit_module
 
     out = tmp_path / "study"
@@ -220,10 +223,16 @@ def test_resume_reruns_only_missing_or_damaged_trials(tiny_study, tmp_path, monk
         return real_fit(spec, *args, **kwargs)
 
     monkeypatch.setattr(fit_module, "fit", counting_fit)
+    code, said, _ = run_cli(capsys, "study", "status", str(tiny(tmp_path, epochs=2)), "--out", str(out))
+    assert code == 0 and "3/6 trials done" in said.splitlines()[0] and not trained  # status runs nothing
+    assert "small/baseline/seed1: not started" in said and "lin/baseline/seed0: done (finished, " in said
+    assert "lin/l2/seed0: to train again" in said
     lines = []
     run_study(tiny(tmp_path, epochs=2), out, log=lines.append, report=False)
     assert sorted(trained) == [("logreg", 0), ("logreg", 1), ("simple-cnn", 1)]
     assert "3 already done" in lines[0]
+    progress = [line for line in lines if line.startswith("  [")]  # one per trial, done before or now
+    assert len(progress) == 6 and progress[-1].startswith("  [6/6 done, ") and "left] " in progress[-2]
     assert accuracies(out) == accuracies(tiny_study)
 
 
@@ -251,15 +260,21 @@ def test_a_killed_study_without_a_device_keeps_finished_epochs_and_ends_as_if_ne
     assert len(saved) == 2  # the header and epoch 1
     for path in out.rglob("*.json"):  # every file a reader can see is whole
         json.loads(path.read_text())
+    page = StudyDir(out).report.read_text()  # the report to read while it runs: the 4 logreg trials are done
+    assert 'id="in-progress"' in page and "In progress: 4 of 6 trials finished" in page
+    finished = StudyDir(out).trial("lin", "l2", 1).read_metrics()["test_acc"]
+    assert f"{100 * finished:.2f}%" in page and page.count(">waiting<") == 2
     result = subprocess.run([sys.executable, "-m", "fmlab", "study", "run", str(study_file), "--out", str(out)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stderr and "[6/6 done, " in result.stderr  # not a terminal: plain lines, no bar
     resumed = (run.path / RunDir.HISTORY).read_text().splitlines()
     assert resumed[:2] == saved and len(resumed) == 3  # epoch 1 kept to the last digit of its time, not retrained
     reference = StudyDir(tiny_study).trial("small", "baseline", 0)
     assert without_seconds(run.read_history()) == without_seconds(reference.read_history())
     assert all(torch.equal(a, b) for a, b in zip(weights(run).values(), weights(reference).values(), strict=True))
     assert accuracies(out) == accuracies(tiny_study)
+    assert 'id="in-progress"' not in StudyDir(out).report.read_text()  # the full report replaced it
 
 
 @pytest.mark.integration
@@ -336,6 +351,41 @@ def test_quick_study_writes_report_tables_and_tuning(quick_study):
 
 
 @pytest.mark.integration
+def test_study_table_in_latex_markdown_and_csv_matches_the_summary(quick_study, tmp_path, capsys):
+    import csv
+    import io
+
+    summary = StudyDir(quick_study).read_summary()
+    code, latex, _ = run_cli(capsys, "study", "table", str(quick_study), "--format", "latex")
+    assert code == 0
+    assert latex.count(r"\begin{") == latex.count(r"\end{") == 2 and r"\toprule" in latex and r"\bottomrule" in latex
+    body = latex.split(r"\midrule")[1].split(r"\bottomrule")[0]
+    rows = [line for line in body.splitlines() if line.endswith(r"\\")]
+    assert len(rows) == len(summary["rows"])
+    assert all(line.count(" & ") == 8 for line in rows)  # nine columns in every row
+    assert "_" not in latex.replace(r"\_", "")  # every underscore escaped (lr-high, batch_size ...)
+    for line, row in zip(rows, summary["rows"], strict=True):
+        assert f"{100 * row['accuracy']['mean']:.2f}" in line and f"{row['macro_f1']['mean']:.4f}" in line
+    assert latex.count(r"\textbf{") >= 4  # the best of each quality column
+    significant = {c["a"] for c in summary["comparisons"] if c["kind"] == "variant_vs_baseline" and c["significant"]}
+    assert latex.count("$^{*}$") == len(significant)
+
+    code, markdown, _ = run_cli(capsys, "study", "table", str(quick_study))
+    lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    assert code == 0 and len(lines) == 2 + len(summary["rows"]) and "Holm" in markdown
+
+    out = tmp_path / "table.csv"
+    code, said, _ = run_cli(capsys, "study", "table", str(quick_study), "--format", "csv", "--out", str(out))
+    table = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert code == 0 and str(out) in said
+    for line, row in zip(table, summary["rows"], strict=True):
+        assert (line["family"], line["variant"]) == (row["family"], row["variant"])
+        assert float(line["accuracy_mean"]) == pytest.approx(row["accuracy"]["mean"], abs=1e-6)
+        assert (line["significant_vs_baseline"] == "True") == (f"{row['family']}/{row['variant']}" in significant)
+    assert_one_line_error(*run_cli(capsys, "study", "table", str(quick_study), "--format", "docx")[::2], "latex")
+
+
+@pytest.mark.integration
 def test_report_escapes_names(quick_study, tmp_path):
     import shutil
 
@@ -376,20 +426,64 @@ def test_report_renders_in_headless_chromium(quick_study, tmp_path):
     driver = chrome()
     try:
         driver.get(StudyDir(quick_study).report.as_uri())
-        images = driver.execute_script(
-            "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight]);")
-        rows = driver.execute_script("return document.querySelectorAll('#results-table tr').length;")
         title = driver.title
+        images = driver.execute_script(
+            "return Array.from(document.querySelectorAll('figure img')).map(i => [i.alt, i.complete, "
+            "i.naturalWidth, i.naturalHeight, i.getBoundingClientRect().width]);")
+        rows = driver.execute_script("return document.querySelectorAll('#results-table tr').length;")
+        widest = max(images, key=lambda i: i[2])
+        driver.execute_script("arguments[0].scrollIntoView(); arguments[0].click();",
+                              driver.find_element("css selector", f'figure img[alt="{widest[0]}"]'))
+        zoomed = driver.execute_script("const z = document.getElementById('zoom'); return [z.hidden, "
+                                       "z.querySelector('img').getBoundingClientRect().width];")
+        driver.execute_script("document.getElementById('zoom').click();")
+        closed = driver.execute_script("return document.getElementById('zoom').hidden;")
         errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
         driver.save_screenshot(str(tmp_path / "report.png"))
+        from fmlab.study.report import write_progress
+
+        study = StudyDir(quick_study).read_study()
+        copy = tmp_path / "running"
+        shutil.copytree(quick_study, copy)
+        driver.get(write_progress(copy, study, plan(study), {0, 1}, "1m05s").as_uri())
+        progress = driver.execute_script(
+            "return [document.getElementById('in-progress').innerText, "
+            "document.querySelectorAll('#progress-table tr').length];")
     finally:
         driver.quit()
     assert title == "fmlab study: quick"
-    assert len(images) >= 20 and all(ok and w > 0 and h > 0 for _, ok, w, h in images), images
+    assert len(images) >= 20 and all(ok and w > 0 and h > 0 for _, ok, w, h, _ in images), images
+    # legible at 100% on a 1280 px window: no figure is drawn narrower than its pixels, up to the page's width
+    assert all(shown >= min(w, 1100) - 1 for _, _, w, _, shown in images), images
+    assert zoomed[0] is False and zoomed[1] >= widest[4] and closed  # a click enlarges, another closes
+    assert progress[0].startswith("In progress: 2 of 22 trials finished, about 1m05s left") and progress[1] == 23
     assert rows == 1 + len(StudyDir(quick_study).read_summary()["rows"])
     assert errors == []
     shot = np.asarray(Image.open(tmp_path / "report.png").convert("L"), dtype=float)
     assert shot.shape[0] > 500 and shot.std() > 10 and (shot < 128).mean() > 0.005  # text and figures, not blank
+
+
+@pytest.mark.integration
+def test_report_pdf_has_its_pages_and_figures_and_no_browser_is_one_line(quick_study, tmp_path, capsys, monkeypatch):
+    import re
+    import zlib
+
+    out = tmp_path / "study"
+    shutil.copytree(quick_study, out)
+    code, said, _ = run_cli(capsys, "study", "report", str(out), "--pdf")
+    pdf = (out / StudyDir.REPORT_PDF).read_bytes()
+    assert code == 0 and f"pdf: {out / StudyDir.REPORT_PDF}" in said and pdf.startswith(b"%PDF-")
+    pages = len(re.findall(rb"/Type\s*/Page[^s]", pdf))
+    figures = len(re.findall(rb"/Subtype\s*/Image", pdf))
+    shown = StudyDir(out).report.read_text().count("<figure>")
+    assert pages >= 5 and figures >= shown >= 15
+    # Chromium writes a tagged PDF: its structure holds the report's section headings as H2 elements
+    streams = [zlib.decompress(m) for m in re.findall(rb"stream\r?\n(.*?)endstream", pdf, re.S)
+               if m[:1] == b"x"]
+    assert pdf.count(b"/H2") + sum(s.count(b"/H2") for s in streams) >= 8
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    code, _, err = run_cli(capsys, "study", "report", str(out), "--pdf")
+    assert_one_line_error(code, err, "needs Chromium")
 
 
 @pytest.mark.integration
@@ -415,15 +509,86 @@ def history(*rows):
     return [{"train_acc": t, "val_acc": v, "val_loss": loss} for t, v, loss in rows]
 
 
-@pytest.mark.parametrize("rows,expected", [
-    ([(0.80, 0.80, 0.50), (0.90, 0.86, 0.40), (0.97, 0.87, 0.48)], "overfitting"),
-    ([(0.80, 0.80, 0.50), (0.95, 0.88, 0.40), (0.96, 0.88, 0.40)], "mild overfitting"),
-    ([(0.70, 0.75, 0.60), (0.80, 0.82, 0.50)], "more epochs would likely help"),
-    ([(0.84, 0.88, 0.40), (0.85, 0.88, 0.39)], "strong regularisation"),
-    ([(0.88, 0.87, 0.40), (0.885, 0.871, 0.39)], "no sign of over- or underfitting"),
+def test_progress_estimates_what_is_left_from_the_finished_trials_of_each_family():
+    from fmlab.study.progress import Progress
+
+    trials = plan(StudyConfig.model_validate({"seeds": [0, 1, 2], "families": {
+        "a": {"model": "logreg"}, "b": {"model": "lenet5"}}}))
+    progress = Progress(trials, done={0})  # a/seed0 was done before: its time says nothing about this run
+    assert progress.eta(5.0) is None
+    progress.finished(1, {"wall_s": 10.0, "status": "finished"}, 10.0)
+    # two a-trials known at 10 s; four left (b's three at a's mean, no b finished yet): 40 s at concurrency 1
+    assert progress.eta(10.0) == pytest.approx(40.0)
+    line = progress.finished(3, {"wall_s": 30.0, "status": "finished"}, 20.0)  # b/seed0: two at a time
+    assert line.startswith("  [3/6 done, 20s elapsed, about ") and line.endswith("b/baseline/seed0: finished")
+    # left: a/seed2 (10 s), b/seed1 and b/seed2 (30 s each) = 70 s of trial time at 40 s per 20 s of wall
+    assert progress.eta(20.0) == pytest.approx(35.0)
+    progress.started(2)
+    progress.started(4)
+    assert progress.bar(20.0, width=6) == ("[###...] 3/6 trials, running a/baseline/seed2, b/baseline/seed1, "
+                                           "20s elapsed, ~35s left")
+
+
+@pytest.mark.integration
+def test_a_terminal_gets_a_bar_redrawn_in_place(tmp_path, real_data):
+    import pty
+
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "fmlab", "study", "run", str(tiny(tmp_path, epochs=1)), "--out",
+                             str(tmp_path / "a")], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=secondary, start_new_session=True)
+    os.close(secondary)
+    shown, deadline = "", time.monotonic() + 240
+    while "[2/6 done, " not in shown and time.monotonic() < deadline:  # the bar once trials have finished
+        try:
+            shown += os.read(primary, 65536).decode()
+        except OSError:  # the terminal closed with the process
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    os.close(primary)
+    assert "\r\x1b[2K[" in shown and " trials, running lin/baseline/seed0, " in shown
+    assert "\r\x1b[2K  [1/6 done, " in shown and "] 1/6 trials, running " in shown  # a log line clears the bar
+
+
+RECIPE = [(0.80, 0.82, 0.50), (0.89, 0.885, 0.35), (0.90, 0.895, 0.33)]
+
+
+@pytest.mark.parametrize("rows,recipe_epochs,reference,expected", [
+    ([(0.80, 0.80, 0.50), (0.90, 0.86, 0.40), (0.97, 0.87, 0.48)], 3, None, "overfitting"),
+    ([(0.80, 0.80, 0.50), (0.95, 0.88, 0.40), (0.96, 0.88, 0.40)], 3, None, "mild overfitting"),
+    ([(0.70, 0.75, 0.60), (0.80, 0.82, 0.50)], 3, None, "trained 2 of its recipe's 3 epochs: underfitting"),
+    # still rising at its last epoch, as a one-cycle schedule always is: not underfitting by itself
+    ([(0.70, 0.75, 0.60), (0.80, 0.82, 0.50), (0.88, 0.875, 0.40)], 3, None, "no sign of over- or underfitting"),
+    ([(0.80, 0.80, 0.50), (0.85, 0.86, 0.40), (0.86, 0.87, 0.38)], 3, RECIPE, "underfitting relative to the recipe"),
+    ([(0.80, 0.80, 0.50), (0.90, 0.88, 0.40), (0.91, 0.885, 0.38)], 3, RECIPE, "overfitting relative to the recipe"),
+    (RECIPE, 3, RECIPE, "no sign of over- or underfitting"),
+    ([(0.84, 0.88, 0.40), (0.85, 0.88, 0.39)], 2, None, "strong regularisation"),
+    ([(0.88, 0.87, 0.40), (0.885, 0.871, 0.39)], 2, None, "no sign of over- or underfitting"),
 ])
-def test_fit_diagnosis_reads_the_curves(rows, expected):
+def test_fit_diagnosis_compares_a_run_with_its_recipe(rows, recipe_epochs, reference, expected):
     from fmlab.study.findings import fit_diagnosis
 
-    text = fit_diagnosis(history(*rows))
+    text = fit_diagnosis(history(*rows), recipe_epochs, reference and history(*reference))
     assert expected in text and f"{100 * rows[-1][0]:.2f}%" in text
+
+
+@pytest.mark.integration
+def test_one_thread_trials_run_two_at_a_time_with_the_numbers_of_a_trial_alone(tmp_path, real_data, monkeypatch):
+    from fmlab.train.fit import fit
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)  # the machines here have two; the scheduler is what is tested
+    study = tmp_path / "s.toml"
+    study.write_text('seeds = [0, 1]\n[defaults]\nepochs = 3\ntrain_size = 3000\nval_size = 500\nthreads = 1\n'
+                     '[families.lin]\nmodel = "logreg"\n[families.lin.variants]\nfast = { lr = 1e-2 }\n')
+    run_study(study, tmp_path / "out", log=lambda _: None, report=False)
+    layout = StudyDir(tmp_path / "out")
+    spans = []
+    for variant in ("baseline", "fast"):
+        for seed in (0, 1):
+            run = layout.trial("lin", variant, seed)
+            spans.append(((run.path / RunDir.CONFIG).stat().st_mtime, (run.path / RunDir.DONE).stat().st_mtime))
+    spans.sort()
+    assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans))  # they overlapped
+    alone = fit(layout.trial("lin", "fast", 1).read_spec()[0], data=real_data, device="cpu", progress=False)
+    assert layout.trial("lin", "fast", 1).read_metrics()["test_acc"] == alone.metrics["test_acc"]

@@ -336,3 +336,21 @@ def test_cli_train_refuses_data_that_fails_its_checksum(tmp_path, capsys):
 def test_two_epochs_on_real_data(real_data, model, floor):
     result = fit(resolve([("test", {"model": model, "epochs": 2})]), data=real_data, device="cpu", progress=False)
     assert result.metrics["test_acc"] >= floor
+
+
+def test_precision_is_resolved_for_the_machine_recorded_and_reproducible(tmp_path):
+    from fmlab import hardware
+
+    assert resolve([("t", {"model": "cnn"})]).precision == ("bf16" if hardware.fast_bf16() else "fp32")
+    assert resolve([("t", {"model": "mlp-numpy"})]).precision == "fp32"
+    with pytest.raises(ConfigError, match="computes in NumPy float32"):
+        resolve([("t", {"model": "mlp-numpy", "precision": "bf16"})])
+    spec = cfg(model="lenet5", precision="bf16", epochs=1)
+    a, b = run(spec, tmp_path / "a"), run(spec, tmp_path / "b")
+    assert same_weights(weights(a), weights(b))  # the same machine and settings give the same numbers
+    assert not same_weights(weights(a), weights(run(cfg(model="lenet5", precision="fp32", epochs=1))))
+    metrics = RunDir(tmp_path / "a").read_metrics()
+    assert metrics["precision"] == "bf16" and set(metrics["machine"]) >= {"cpu", "capability", "amx_bf16"}
+    predictor = a.predictor
+    fp32, bf16 = predictor.logits(DATA.x_test), predictor.logits(DATA.x_test, "bf16")
+    assert fp32.dtype == bf16.dtype == torch.float32 and 0 < (fp32 - bf16).abs().max() < 0.5

@@ -24,6 +24,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Reproducible comparative studies of image classifiers on Fashion-MNIST.",
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        import fmlab
+
+        typer.echo(f"fmlab {fmlab.__version__}")
+        raise Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                   help="Print the version and exit.")] = False) -> None:
+    """Reproducible comparative studies of image classifiers on Fashion-MNIST."""
+
+
 data_app = typer.Typer(no_args_is_help=True, help="Find, verify and describe the data set.")
 app.add_typer(data_app, name="data")
 

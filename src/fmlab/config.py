@@ -181,6 +181,13 @@ class TuneConfig(Strict):
     optuna: OptunaSection | None = None
 
 
+class TrackConfig(Strict):
+    """A study's [track] table: where MLflow tracking goes (not part of what a trial is)."""
+
+    uri: str = Field(min_length=1, max_length=2000, description="MLflow tracking URI: http(s)://, file:, sqlite:")
+    experiment: str | None = Field(None, min_length=1, max_length=200, description="Default: the study's name.")
+
+
 class StudyConfig(Strict):
     name: str = "study"
     description: str = ""
@@ -191,6 +198,7 @@ class StudyConfig(Strict):
     compare: list[CompareConfig] = Field(default_factory=list)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     tune: TuneConfig | None = None
+    track: TrackConfig | None = None
 
     @field_validator("name")
     @classmethod

@@ -150,5 +150,6 @@ def compare_runs(
                                          "explanation_sample": report.tolist(), "per_class_sample": REPORT_PER_CLASS,
                                          "select_per_class": SELECT_PER_CLASS},
                "seed": seed, "models": models_summary, "agreement": agreement, "robustness": robust}
-    out.write(summary, plots.png(view), {"robustness": plots.png(robustness.figure(robust))})
+    figures = {"comparison": view, "robustness": robustness.figure(robust)}
+    out.write(summary, {name: (plots.png(fig), plots.pdf(fig)) for name, fig in figures.items()})
     return {**summary, "out_dir": str(out.path)}

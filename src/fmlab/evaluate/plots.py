@@ -33,6 +33,13 @@ def png(fig: Figure, dpi: int = DPI) -> bytes:
     return buf.getvalue()
 
 
+def pdf(fig: Figure) -> bytes:
+    """`fig` as vector PDF bytes (for papers; images inside it stay images)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="pdf", metadata={"CreationDate": None})  # no date: the same figure, the same bytes
+    return buf.getvalue()
+
+
 def save(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
     """Write `fig` as a PNG atomically; returns the path."""
     path = Path(path)

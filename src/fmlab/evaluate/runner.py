@@ -121,6 +121,7 @@ class Evaluation:
     result: dict[str, Any]  # the evaluation's numbers
     figures: dict[str, bytes]  # name -> PNG
     texts: dict[str, str]  # name -> text
+    vectors: dict[str, bytes]  # name -> PDF of the same figure
 
 
 def evaluate_numbers(run: Run, data: FashionMNIST, device: torch.device, seed: int, timing_s: float,
@@ -166,11 +167,12 @@ def evaluate_numbers(run: Run, data: FashionMNIST, device: torch.device, seed: i
             row_labels(show, labels), f"{title}: {analysis.verdict()}")
     result = {"key": run.key, "run": str(run.run.path), "model": run.name, "family": run.predictor.family,
               "predictions_source": run.source, **result}
-    return Evaluation(result, {name: plots.png(fig) for name, fig in pictures.items()}, texts)
+    return Evaluation(result, {name: plots.png(fig) for name, fig in pictures.items()}, texts,
+                      {name: plots.pdf(fig) for name, fig in pictures.items()})
 
 
 def write_evaluation(out: EvalDir, evaluation: Evaluation) -> dict[str, Any]:
-    return out.write(evaluation.result, evaluation.figures, evaluation.texts)
+    return out.write(evaluation.result, evaluation.figures, evaluation.texts, evaluation.vectors)
 
 
 def output_folder(path: str | Path) -> Path:

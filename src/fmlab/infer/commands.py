@@ -16,7 +16,9 @@ def predict(
     images: Annotated[list[Path], Arg(metavar="IMAGE...", help="PNG/JPEG files, .npy arrays or IDX files.")],
     top_k: Annotated[int, Opt("--top-k", help="How many classes to show per image.")] = 3,
     as_json: Annotated[bool, Opt("--json", help="Print a JSON list, one object per image.")] = False,
-    invert: Annotated[bool, Opt("--invert", help="Dark object on a light background (photos): invert it.")] = False,
+    invert: Annotated[bool | None, Opt("--invert/--no-invert", help="Force inverting (dark object on a light "
+                                       "background) or not; default: read a photo's background off its border.",
+                                       show_default=False)] = None,
     gradcam: Annotated[Path | None, Opt("--gradcam", help="Write Grad-CAM overlays to this PNG (CNNs).")] = None,
 ) -> None:
     """Classify images with a trained model; exit 2 when any file could not be read (the rest still answer)."""
@@ -43,7 +45,8 @@ def _line(entry: dict[str, Any], numbered: bool) -> str:
     name = f"{entry['file']}[{entry['index']}]" if numbered else entry["file"]
     # a file name with a newline (or another control character) must not be able to fake a result line
     name = "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
-    return f"{name}: " + ", ".join(f"{t['class']} {t['probability']:.1%}" for t in entry["top"])
+    steps = "" if entry["preprocessing"] == "used as stored" else f"  [{entry['preprocessing']}]"
+    return f"{name}: " + ", ".join(f"{t['class']} {t['probability']:.1%}" for t in entry["top"]) + steps
 
 
 def export(

@@ -19,7 +19,7 @@ from torch import nn
 from fmlab.data.fashion_mnist import CLASS_NAMES
 from fmlab.errors import ConfigError
 from fmlab.evaluate.explain import Explainer
-from fmlab.infer.images import ImageError, load
+from fmlab.infer.images import ImageError, read
 from fmlab.runs import RunDir, check_output, open_predictor
 
 MAX_PANELS = 16  # Grad-CAM overlays drawn for at most this many images
@@ -30,10 +30,11 @@ def predict(
     checkpoint_or_run_dir: str | Path,
     paths: list[str | Path],
     top_k: int = 3,
-    invert: bool = False,
+    invert: bool | None = None,
     gradcam: str | Path | None = None,
 ) -> list[dict[str, Any]]:
-    """One dict per image: file, index, prediction, probability and the top-k; or file and error."""
+    """One dict per image: file, index, prediction, probability, the top-k and what was done to the pixels
+    (`preprocessing`); or file and error. `invert` None reads a photo's background off its border."""
     if not 1 <= top_k <= len(CLASS_NAMES):
         raise ConfigError(f"--top-k must be between 1 and {len(CLASS_NAMES)}, got {top_k}")
     if gradcam is not None:
@@ -42,14 +43,16 @@ def predict(
     explainer = chosen_explainer(checkpoint_or_run_dir, predictor.spec.model) if gradcam is not None else None
     entries: list[dict[str, Any]] = []
     stacks: list[np.ndarray] = []
+    pictures: list[np.ndarray | None] = []  # the photo each image came from (None for arrays), for the overlay
     for path in paths:
         try:
-            images = load(path, invert=invert)
+            images, steps, picture = read(path, invert=invert)
         except ImageError as exc:
             entries.append({"file": str(path), "error": str(exc)})
             continue
         stacks.append(images)
-        entries.extend({"file": str(path), "index": i} for i in range(len(images)))
+        pictures.extend([picture] * len(images))
+        entries.extend({"file": str(path), "index": i, "preprocessing": steps} for i in range(len(images)))
     if not stacks:
         return entries
     pixels = np.concatenate(stacks)
@@ -71,7 +74,7 @@ def predict(
             for e in answered
         ]
         write_gradcam(gradcam, predictor.net, explainer, predictor.normalise(pixels[:MAX_PANELS]),
-                      pixels[:MAX_PANELS], preds[:MAX_PANELS], captions)
+                      pixels[:MAX_PANELS], preds[:MAX_PANELS], captions, pictures[:MAX_PANELS])
     return entries
 
 
@@ -106,8 +109,10 @@ def write_gradcam(
     pixels: np.ndarray,
     targets: torch.Tensor,
     captions: list[str],
+    pictures: list[np.ndarray | None],
 ) -> None:
-    """Save a row of overlays (image in gray, heatmap in colour, two-line caption) as one PNG, atomically."""
+    """Save one column per image as one PNG, atomically: the photo as given (when the image came from one), the
+    28x28 input the model saw, and the heatmap over it in colour with a two-line caption."""
     from matplotlib import colormaps
     from PIL import Image, ImageDraw
 
@@ -117,11 +122,17 @@ def write_gradcam(
     colours = colormaps["jet"](heat)[..., :3]  # (N, 28, 28, 3) in [0, 1]
     gray = np.repeat(pixels[..., None] / 255.0, 3, axis=-1)
     blend = (0.55 * gray + 0.45 * colours) * 255
-    sheet = Image.new("RGB", (PANEL * len(pixels), PANEL + 26), "white")
+    top = PANEL if any(p is not None for p in pictures) else 0
+    sheet = Image.new("RGB", (PANEL * len(pixels), top + 2 * PANEL + 26), "white")
     draw = ImageDraw.Draw(sheet)
     for i, tile in enumerate(blend.round().astype(np.uint8)):
-        sheet.paste(Image.fromarray(tile).resize((PANEL, PANEL), Image.Resampling.BILINEAR), (i * PANEL, 0))
+        x = i * PANEL
+        if pictures[i] is not None:
+            photo = Image.fromarray(pictures[i])
+            sheet.paste(photo, (x + (PANEL - photo.width) // 2, (PANEL - photo.height) // 2))
+        sheet.paste(Image.fromarray(pixels[i]).resize((PANEL, PANEL), Image.Resampling.NEAREST), (x, top))
+        sheet.paste(Image.fromarray(tile).resize((PANEL, PANEL), Image.Resampling.BILINEAR), (x, top + PANEL))
         for row, text in enumerate(captions[i].splitlines()[:2]):
-            draw.text((i * PANEL + 2, PANEL + 1 + 12 * row), text[:19], fill="black")
+            draw.text((x + 2, top + 2 * PANEL + 1 + 12 * row), text[:19], fill="black")
     with atomic_path(out) as tmp:
         sheet.save(tmp, format="PNG")

@@ -4,7 +4,7 @@ simple-cnn: conv 4@5x5 (padding 2) -> relu -> max pool -> conv 8@5x5 -> relu -> 
 FC 10. Fewer filters (4+8 vs 6+16), fewer layers (one FC vs three) and ~1/20 of LeNet-5's parameters.
 
 cnn: three blocks of conv 3x3 (padding 1, no bias) + max pool 2x2 + BatchNorm + ReLU
-(16-32-64 channels, 28 -> 14 -> 7 -> 3), then FC 256 + ReLU + dropout 0.3 -> 10. Pooling before
+(16-32-64 channels, 28 -> 14 -> 7 -> 3), then FC 256 + ReLU + dropout (default 0) -> 10. Pooling before
 BatchNorm and ReLU (instead of after) normalises and rectifies a quarter of the values, which trains
 faster per epoch at no cost in accuracy (README, "Performance"). `convs` gives each block more 3x3
 convolutions (conv + BatchNorm + ReLU at full size before the pooled one), for the deeper
@@ -69,14 +69,16 @@ def conv_block(c_in: int, c_out: int, convs: int = 1) -> nn.Sequential:
 
 @register(
     "cnn",
-    defaults={"channels": (16, 32, 64), "convs": (1, 1, 1), "hidden": 256, "dropout": 0.3},
-    description="3 conv blocks (conv3x3 + max pool + BatchNorm + ReLU, 16-32-64), FC 256, dropout 0.3.",
+    defaults={"channels": (16, 32, 64), "convs": (1, 1, 1), "hidden": 256, "dropout": 0.0},
+    description="3 conv blocks (conv3x3 + max pool + BatchNorm + ReLU, 16-32-64), FC 256 with dropout (0 in the "
+    "recipe: at its budget dropout 0.3 costs accuracy).",
     explain_layers=("features.block1.act", "features.block2.act", "features.block3.act"),
     explainer=("guided_gradcam", "features.block3.act"),
     family="cnn",
     # the time-to-accuracy recipe (benchmarks/time_to_accuracy.py): a large one-cycle rate at batch 256, AdamW's
-    # decoupled decay, and flips averaged again at test time (the footwear faces left, so mirrors need training)
-    recipe={"epochs": 11, "batch_size": 256, "lr": 1e-2, "weight_decay": 0.05, "schedule": "onecycle",
+    # decoupled decay, and flips averaged again at test time (the footwear faces left, so mirrors need training);
+    # without dropout 10 epochs beat 11 with dropout 0.3 (93.12% against 92.93% for 9 with it, 3 seeds, bf16)
+    recipe={"epochs": 10, "batch_size": 256, "lr": 1e-2, "weight_decay": 0.05, "schedule": "onecycle",
             "label_smoothing": 0.1, "augment": True, "crop": 0, "tta_flip": True},
 )
 class CNN(nn.Module):

@@ -89,20 +89,25 @@ def images_digest(images: np.ndarray, labels: np.ndarray) -> str:
 
 
 class EvalDir:
-    """Evaluation outputs: metrics.json (with the run's key), `<name>.png` figures and `<name>.txt` texts."""
+    """Evaluation outputs: metrics.json (with the run's key), `<name>.png` figures (and `<name>.pdf`, the same
+    figure as vectors) and `<name>.txt` texts."""
 
     METRICS = "metrics.json"
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
-    def write(self, result: dict[str, Any], figures: dict[str, bytes], texts: dict[str, str]) -> dict[str, Any]:
+    def write(self, result: dict[str, Any], figures: dict[str, bytes], texts: dict[str, str],
+              vectors: dict[str, bytes]) -> dict[str, Any]:
         """Write the figures and texts, then metrics.json listing them; returns what metrics.json holds."""
         for name, png in figures.items():
             _write_bytes(self.figure(name), png)
+        for name, pdf in vectors.items():
+            _write_bytes(self.path / f"{name}.pdf", pdf)
         for name, text in texts.items():
             write_text(self.path / f"{name}.txt", text)
-        files = [self.figure(name).name for name in figures] + [f"{name}.txt" for name in texts]
+        files = [self.figure(name).name for name in figures] + [f"{name}.pdf" for name in vectors]
+        files += [f"{name}.txt" for name in texts]
         result = {**result, "artifacts": sorted([*files, self.METRICS])}
         write_json(self.path / self.METRICS, result)
         return result
@@ -133,10 +138,11 @@ class ComparisonDir:
     def run(self, name: str) -> EvalDir:
         return EvalDir(self.path / name)
 
-    def write(self, summary: dict[str, Any], png: bytes, figures: dict[str, bytes]) -> None:
-        for name, content in figures.items():
-            _write_bytes(self.extra(name), content)
-        _write_bytes(self.path / self.FIGURE, png)
+    def write(self, summary: dict[str, Any], figures: dict[str, tuple[bytes, bytes]]) -> None:
+        """comparison.json and the figures, each as `<name>.png` and `<name>.pdf`; the view is `comparison`."""
+        for name, (png, pdf) in figures.items():
+            _write_bytes(self.extra(name), png)
+            _write_bytes(self.extra(name).with_suffix(".pdf"), pdf)
         write_json(self.path / self.SUMMARY, summary)
 
     def read(self) -> dict[str, Any]:
@@ -373,7 +379,8 @@ class StudyDir:
     comparison, figures, searches and report."""
 
     STUDY, SUMMARY, SUMMARY_CSV, TIMINGS = "study.json", "summary.json", "summary.csv", "timings.json"
-    REPORT_HTML, REPORT_MD, TRIALS, COMPARISON = "report.html", "report.md", "trials", "comparison"
+    REPORT_HTML, REPORT_MD, REPORT_PDF = "report.html", "report.md", "report.pdf"
+    TRIALS, COMPARISON = "trials", "comparison"
     FIGURES, TUNE, TUNE_SUMMARY = "figures", "tune", "summary.json"
 
     def __init__(self, path: str | Path) -> None:
@@ -411,6 +418,11 @@ class StudyDir:
     def read_timings(self) -> dict[str, Any]:
         return _read_object(self.path / self.TIMINGS, "run `fmlab study run` first")
 
+    def write_progress(self, html: str) -> Path:
+        """The in-progress page, in the report's place until the report replaces it."""
+        write_text(self.path / self.REPORT_HTML, html)
+        return self.path / self.REPORT_HTML
+
     def write_report(self, html: str, markdown: str) -> Path:
         write_text(self.path / self.REPORT_MD, markdown)
         write_text(self.path / self.REPORT_HTML, html)
@@ -427,8 +439,9 @@ class StudyDir:
     def sensitivity(self, family: str) -> Path:
         return self.path / self.FIGURES / f"sensitivity_{check_name('family', family)}.png"
 
-    def write_sensitivity(self, family: str, png: bytes) -> None:
+    def write_sensitivity(self, family: str, png: bytes, pdf: bytes) -> None:
         _write_bytes(self.sensitivity(family), png)
+        _write_bytes(self.sensitivity(family).with_suffix(".pdf"), pdf)
 
     @property
     def tune(self) -> Path:

@@ -38,8 +38,11 @@ def headline(rows: list[dict[str, Any]], best: dict[str, str]) -> list[str]:
     ]
 
 
-def fit_diagnosis(history: list[dict[str, float]]) -> str:
-    """Read over- or underfitting off one run's curves."""
+def fit_diagnosis(history: list[dict[str, float]], recipe_epochs: int,
+                  reference: list[dict[str, float]] | None = None) -> str:
+    """Read over- or underfitting off one run's curves, against its model's full recipe: `recipe_epochs`, and
+    `reference`, the curves of the recipe itself trained on the same seed when this run is a variant of it.
+    (A one-cycle schedule still rises at its last epoch by design, so a rising curve alone says nothing.)"""
     if not history:
         return "no training curves recorded."
     last = history[-1]
@@ -54,13 +57,19 @@ def fit_diagnosis(history: list[dict[str, float]]) -> str:
                 f"{100 * rise:.0f}%: overfitting — the best checkpoint (by validation accuracy) is kept.")
     if gap > 0.03:
         return f"{text}: the model fits training data noticeably better than unseen data (mild overfitting)."
-    if len(history) == 1 or history[-1]["val_acc"] > history[-2]["val_acc"] + 0.002:
-        return (f"{text}; validation accuracy was still rising at the last epoch (train accuracy is averaged "
-                "over each epoch, with dropout and augmentation on): underfitting, more epochs would likely help.")
+    if len(history) < recipe_epochs:
+        return (f"{text}; trained {len(history)} of its recipe's {recipe_epochs} epochs: underfitting against "
+                "the recipe, its full schedule would likely add accuracy.")
+    if reference and reference != history:
+        ref = reference[-1]
+        if last["val_acc"] < ref["val_acc"] - 0.005:
+            kind = "overfitting" if last["train_acc"] >= ref["train_acc"] else "underfitting"
+            return (f"{text}; its recipe (the baseline, same seed) ends at train {pct(ref['train_acc'])}, validation "
+                    f"{pct(ref['val_acc'])}: {kind} relative to the recipe.")
     if gap < -0.02:
         return (f"{text}: validation above training accuracy, the mark of strong regularisation (dropout, "
                 "augmentation, penalties) rather than overfitting.")
-    return f"{text}: train and validation agree, no sign of over- or underfitting."
+    return f"{text}: train and validation agree, no sign of over- or underfitting against its recipe."
 
 
 def class_findings(ev: dict[str, Any], class_names: tuple[str, ...]) -> str:

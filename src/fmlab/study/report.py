@@ -13,8 +13,9 @@ import jinja2
 import fmlab
 from fmlab import models
 from fmlab.data import CLASS_NAMES
+from fmlab.errors import FmlabError
 from fmlab.evaluate import robustness
-from fmlab.runs import RunDirError, StudyDir
+from fmlab.runs import RunDir, RunDirError, StudyDir, resolve
 from fmlab.study import findings
 
 FIGURES = {
@@ -36,6 +37,19 @@ def _env() -> jinja2.Environment:
     )
 
 
+# how a run is executed, not what it trains: a baseline differing only in these is its model's recipe
+EXECUTION = {"seed", "threads", "precision"}
+
+
+def fit_diagnosis(layout: StudyDir, family: str, model: str, run: RunDir) -> str:
+    """The diagnosis of `run` against its model's recipe, and against the recipe's own curves on the same seed when
+    the family's baseline is that recipe."""
+    recipe, seed = resolve([("recipe", {"model": model})]), run.read_spec()[0].seed
+    baseline = layout.trial(family, "baseline", seed)
+    same = baseline.read_spec()[0].model_dump(exclude=EXECUTION) == recipe.model_dump(exclude=EXECUTION)
+    return findings.fit_diagnosis(run.read_history(), recipe.epochs, baseline.read_history() if same else None)
+
+
 def context(out: str | Path) -> dict[str, Any]:
     """Everything the report shows, read from the study folder."""
     layout = StudyDir(out)
@@ -54,7 +68,8 @@ def context(out: str | Path) -> dict[str, Any]:
         families.append({
             "name": fam_name, "title": fam.title or fam_name, "model": fam.model, "variant": variant,
             "description": spec.description, "mechanism": findings.MECHANISM[spec.family], "row": row,
-            "config": run.read_spec()[0].model_dump(), "eval": ev, "fit": findings.fit_diagnosis(run.read_history()),
+            "config": run.read_spec()[0].model_dump(), "eval": ev,
+            "fit": fit_diagnosis(layout, fam_name, fam.model, run),
             "classes": findings.class_findings(ev, CLASS_NAMES), "run": rel(run.path),
             "figures": [(rel(shown.figure(name)), title) for name, title in FIGURES.items()
                         if (shown := layout.comparison.run(fam_name)).figure(name).is_file()],
@@ -95,3 +110,55 @@ def write_report(out: str | Path) -> Path:
     html = env.get_template("report.html.j2").render(**ctx, img=embed)
     markdown = env.get_template("report.md.j2").render(**ctx, img=lambda rel: rel)
     return layout.write_report(html, markdown)
+
+
+def write_progress(out: str | Path, study: Any, trials: list[Any], done: set[int], eta: str | None) -> Path:
+    """The report while a study runs: which trials finished and their single-trial numbers, marked "in progress:
+    n of N"; the full report replaces it at the end."""
+    layout = StudyDir(out)
+    rows = []
+    for i, t in enumerate(trials):
+        row = {"family": t.family, "variant": t.variant, "seed": t.seed, "status": "waiting", "accuracy": "",
+               "val": "", "train_s": ""}
+        if i in done:
+            metrics = layout.trial(t.family, t.variant, t.seed).read_metrics()
+            val = metrics["best_val_acc"]
+            row.update(status=metrics["status"], accuracy=findings.pct(metrics["test_acc"]),
+                       val="" if val is None else findings.pct(val), train_s=f"{metrics['train_time_s']:.1f}")
+        rows.append(row)
+    html = _env().get_template("progress.html.j2").render(
+        study=study, rows=rows, done=len(done), total=len(trials), eta=eta, version=fmlab.__version__,
+        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))
+    return layout.write_progress(html)
+
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+
+
+def write_pdf(out: str | Path, timeout_s: float = 180.0) -> Path:
+    """The PDF of the HTML report, printed by headless Chromium (print layout: figures never split)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from fmlab.io import atomic_path
+
+    layout = StudyDir(out)
+    html = layout.report
+    if not html.is_file():
+        raise RunDirError(f"{html}: no report; run `fmlab study report {layout.path}` first")
+    browser = next((found for name in BROWSERS if (found := shutil.which(name))), None)
+    if browser is None:
+        raise FmlabError("--pdf needs Chromium or Chrome on the PATH (e.g. apt-get install chromium); none found")
+    pdf = layout.path / StudyDir.REPORT_PDF
+    with atomic_path(pdf) as tmp, tempfile.TemporaryDirectory() as profile:
+        cmd = [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+               f"--user-data-dir={profile}", "--no-pdf-header-footer", f"--print-to-pdf={tmp}", html.as_uri()]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise FmlabError(f"{browser} did not finish the PDF in {timeout_s:.0f} s") from None
+        if done.returncode != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
+            why = " ".join((done.stderr or "").split())[-200:]
+            raise FmlabError(f"{browser} could not print the report (exit {done.returncode}: {why})")
+    return pdf

@@ -10,6 +10,9 @@ its spec (thread count included) and data.
 from __future__ import annotations
 
 import functools
+import multiprocessing
+import os
+import queue
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +24,7 @@ from fmlab.errors import ConfigError, FmlabError
 from fmlab.io import make_dir
 from fmlab.runs import RunDir, StudyDir
 from fmlab.study.plan import plan
+from fmlab.study.progress import Progress, duration
 
 EXECUTORS = ("local", "dask")
 
@@ -68,9 +72,34 @@ def run_trial(spec: dict[str, Any], run_dir: str, key: str, data_dir: str | None
     return record
 
 
-def _local(jobs: list[tuple[Any, ...]], on_done: Callable[[int, dict[str, Any]], None]) -> None:
-    for i, job in enumerate(jobs):
-        on_done(i, run_trial(*job))
+def _local(jobs: list[tuple[Any, ...]], on_start: Callable[[int], None],
+           on_done: Callable[[int, dict[str, Any]], None]) -> None:
+    """Trials one after another in this process; when some train with fewer threads than the machine has cores,
+    as many at a time as their threads fit the cores, in worker processes (a trial's numbers depend on its
+    own thread count, not on what runs beside it)."""
+    cores = os.cpu_count() or 1
+    threads = [min(job[0]["threads"], cores) for job in jobs]
+    if all(t == cores for t in threads):
+        for i, job in enumerate(jobs):
+            on_start(i)
+            on_done(i, run_trial(*job))
+        return
+    finished: queue.Queue = queue.Queue()
+    pending, free, running = list(range(len(jobs))), cores, 0
+    with multiprocessing.get_context("spawn").Pool(cores) as pool:  # leaving the block stops the workers
+        while pending or running:
+            for i in list(pending):  # start every waiting trial whose threads fit the free cores
+                if threads[i] <= free:
+                    on_start(i)
+                    pool.apply_async(run_trial, jobs[i], callback=lambda record, i=i: finished.put((i, record, None)),
+                                     error_callback=lambda exc, i=i: finished.put((i, None, exc)))
+                    pending.remove(i)
+                    free, running = free - threads[i], running + 1
+            i, record, exc = finished.get()
+            if exc is not None:
+                raise exc
+            free, running = free + threads[i], running - 1
+            on_done(i, record)
 
 
 def _dask(jobs: list[tuple[Any, ...]], scheduler: str, on_done: Callable[[int, dict[str, Any]], None]) -> None:
@@ -109,11 +138,15 @@ def run_study(
     data_dir: str | None = None,
     device: str | None = None,
     report: bool = True,
+    track: str | None = None,
     log: Callable[[str], None] = print,
+    status: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Plan, run (skipping finished trials), summarise and (with `report`) compare the best variants and write
-    the report; `device` overrides the study's."""
+    the report; `device` overrides the study's, `track` (an MLflow tracking URI) its [track] table's. `log` gets
+a line per event, `status` (for a terminal) a one-line progress bar whenever a trial starts or finishes."""
     from fmlab.evaluate.comparison import compare_runs
+    from fmlab.study.report import write_progress
     from fmlab.study.summary import summarise
 
     study = study if isinstance(study, StudyConfig) else load_study(study)
@@ -131,15 +164,38 @@ def run_study(
          device or study.device)
         for t in trials
     ]
-    skipped = sum(is_done(RunDir(job[1]), job[2]) for job in jobs)
+    done = {i for i, job in enumerate(jobs) if is_done(RunDir(job[1]), job[2])}
+    skipped = len(done)
+    uri = track or (study.track.uri if study.track else None)
+    tracker = None
+    if uri:
+        from fmlab.study.track import Tracker
+
+        tracker = Tracker(uri, study, layout, log)
+        for i in sorted(done):  # finished before tracking was on, or before a failure of the server
+            tracker.trial(trials[i], RunDir(jobs[i][1]))
     log(f"{study.name}: {len(trials)} trials, {skipped} already done, executor {executor}")
+    progress = Progress(trials, done)
     t0 = time.perf_counter()
 
+    def on_start(i: int) -> None:
+        progress.started(i)
+        if status is not None:
+            status(progress.bar(time.perf_counter() - t0))
+
     def on_done(i: int, record: dict[str, Any]) -> None:
-        log(f"  [{time.perf_counter() - t0:6.0f}s] {trials[i].name}: {record['status']}")
+        elapsed = time.perf_counter() - t0
+        log(progress.finished(i, record, elapsed))
+        if status is not None:
+            status(progress.bar(elapsed))
+        if report:
+            left = progress.eta(elapsed)
+            write_progress(layout.path, study, trials, progress.done, None if left is None else duration(left))
+        if tracker is not None:
+            tracker.trial(trials[i], RunDir(jobs[i][1]))
 
     if executor == "local":
-        _local(jobs, on_done)
+        _local(jobs, on_start, on_done)
     else:
         _dask(jobs, scheduler, on_done)
     stages = {"trials_s": time.perf_counter() - t0}
@@ -167,5 +223,7 @@ def run_study(
         stages["report_s"] = time.perf_counter() - t0 - sum(stages.values())
     stages["total_s"] = time.perf_counter() - t0
     layout.write_timings({**stages, "trials": len(trials), "skipped": skipped})
+    if tracker is not None:
+        tracker.finish()
     log(f"done in {stages['total_s']:.0f}s: {layout.report}")
     return {**summary, "timings": stages, "report": str(layout.report)}

@@ -103,7 +103,7 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
 def _sensitivity_plots(study: StudyConfig, rows: list[dict[str, Any]], layout: StudyDir) -> None:
     """Test accuracy (mean +- std over seeds) against each hyperparameter a family varies."""
-    from fmlab.evaluate.plots import new_figure, png
+    from fmlab.evaluate.plots import new_figure, pdf, png
 
     for family, fam in study.families.items():
         fam_rows = {r["variant"]: r for r in rows if r["family"] == family}
@@ -112,8 +112,10 @@ def _sensitivity_plots(study: StudyConfig, rows: list[dict[str, Any]], layout: S
             continue
         fig = new_figure(3.6 * len(keys), 3.2, layout="tight")
         axes = fig.subplots(1, len(keys), squeeze=False)
+        base = layout.trial(family, BASELINE, study.seeds[0]).read_spec()[0]
         for ax, key in zip(axes[0], keys, strict=True):
-            base_value = fam.baseline.get(key, study.defaults.get(key, "default"))
+            # the baseline's resolved value (its recipe's when the study sets none); `dropout` is a model argument
+            base_value = base.model_args.get(key) if key == "dropout" else getattr(base, key, "default")
             points = [(base_value, fam_rows[BASELINE])] + [
                 (r["changes"][key], r) for r in fam_rows.values() if key in r["changes"]
             ]
@@ -132,4 +134,4 @@ def _sensitivity_plots(study: StudyConfig, rows: list[dict[str, Any]], layout: S
             ax.set_ylabel("test accuracy (%)")
             ax.grid(alpha=0.3)
         fig.suptitle(f"{fam.title or family}: sensitivity (baseline and variants, mean ± std over seeds)")
-        layout.write_sensitivity(family, png(fig, dpi=110))
+        layout.write_sensitivity(family, png(fig, dpi=110), pdf(fig))
