@@ -130,3 +130,35 @@ def test_an_unreachable_server_is_one_line_before_anything_trains(tmp_path, caps
                            f"http://127.0.0.1:{free_port()}")
     assert_one_line_error(code, err, "tracking at http://127.0.0.1:")
     assert not StudyDir(out).trial("lin", "baseline", 0).path.exists()
+
+
+def test_a_sqlite_store_without_a_server_and_a_failure_mid_way_keep_the_studys_results(tmp_path, real_data,
+                                                                                        monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from fmlab.study.run import run_study
+
+    study = tmp_path / "tracked.toml"
+    study.write_text(STUDY.replace("train_size = 20000", "train_size = 2000"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    real_log_batch, calls = MlflowClient.log_batch, []
+
+    def failing_log_batch(self, *args, **kwargs):  # the store goes away after the first trial is logged
+        calls.append(1)
+        if len(calls) > 1:
+            raise ConnectionError("store went away")
+        return real_log_batch(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", failing_log_batch)
+    lines = []
+    summary = run_study(study, tmp_path / "study", track=uri, log=lines.append, report=False)
+    warnings = [line for line in lines if line.startswith("warning: tracking at ")]
+    assert len(warnings) == 1 and "store went away" in warnings[0] and len(calls) == 2  # then no more tries
+    assert len(summary["rows"]) == 2 and StudyDir(tmp_path / "study").read_summary()["rows"] == summary["rows"]
+    monkeypatch.setattr(MlflowClient, "log_batch", real_log_batch)
+    run_study(study, tmp_path / "study", track=uri, log=lines.append, report=False)  # logs what is missing
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("tracked").experiment_id])
+    finished = sorted(r.info.run_name for r in runs if r.data.tags.get("fmlab.role") == "trial"
+                      and r.info.lifecycle_stage == "active")
+    assert finished == sorted(f"lin/{v}/seed{s}" for v in ("baseline", "l2") for s in (0, 1))
