@@ -141,10 +141,13 @@ def _train(spec: TrainConfig, train_set: Arrays, val_set: Arrays | None, norm: t
             loss_sum, correct, seen = 0.0, 0, 0
             reporter.start_epoch(epoch)
             for idx in torch.randperm(n_train, generator=gen).split(spec.batch_size):
-                xb, yb = x_train[idx.to(device)], y_train[idx.to(device)]
+                idx = idx.to(device)
+                xb, yb = x_train.index_select(0, idx), y_train.index_select(0, idx)  # copies: in place is safe
                 if spec.augment:
                     xb = augment(xb, gen, flip=spec.flip, crop=spec.crop, degrees=spec.rotate)
-                loss, ok = learner.train_batch((xb.float() / 255.0 - norm[0]) / norm[1], yb)
+                # the same arithmetic as (x / 255 - mean) / std, in place: a fresh buffer per operation costs
+                # more than the step of a small model (page faults on each new allocation)
+                loss, ok = learner.train_batch(xb.float().div_(255.0).sub_(norm[0]).div_(norm[1]), yb)
                 if not math.isfinite(loss):
                     status = "diverged"
                     break
