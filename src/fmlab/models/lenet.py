@@ -16,9 +16,8 @@ from fmlab.models.registry import check_choice, check_dropout, make_activation, 
 
 POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
 # LeNet-5 and simple-cnn train alike, so comparing them compares architectures; a one-cycle schedule at 3e-3
-# beat AdamW at a constant 1e-3 (README, "Performance"). 12 epochs is where more stop paying (3 seeds,
-# benchmarks/time_to_accuracy.py --sweep): LeNet-5 88.22 / 89.56 / 90.07 / 90.00% at 4 / 8 / 12 / 16 epochs,
-# simple-cnn 86.80 / 87.84 / 88.41% at 4 / 8 / 12
+# beat AdamW at a constant 1e-3 (README, "Performance"). 12 epochs is where more stop paying for LeNet-5
+# (benchmarks/time_to_accuracy.py --sweep; figures in the README and docs/benchmarks/epoch_sweeps.json)
 SMALL_CNN_RECIPE = {"lr": 3e-3, "schedule": "onecycle", "weight_decay": 1e-4, "epochs": 12}
 
 
