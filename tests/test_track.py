@@ -138,6 +138,7 @@ def test_a_sqlite_store_without_a_server_and_a_failure_mid_way_keep_the_studys_r
 
     from fmlab.study.run import run_study
 
+    monkeypatch.chdir(tmp_path)  # MLflow keeps a SQLite store's artifacts in ./mlruns
     study = tmp_path / "tracked.toml"
     study.write_text(STUDY.replace("train_size = 20000", "train_size = 2000"))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
