@@ -158,3 +158,9 @@ def test_batches_drop_last():
 def test_batches_bad_size(batch_size):
     with pytest.raises(ConfigError, match="batch_size"):
         list(batches(10, batch_size))
+
+
+def test_a_train_size_subset_is_validated_on_the_full_splits_images():
+    full_train, full_val = split_indices(LABELS, val_size=170, seed=4)
+    train, val = split_indices(LABELS, val_size=170, seed=4, train_size=200)
+    assert np.array_equal(val, full_val) and set(train) < set(full_train)

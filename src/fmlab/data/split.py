@@ -28,7 +28,9 @@ class Split:
 def split_indices(
     labels: np.ndarray, val_size: int = 5000, seed: int = 0, train_size: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified, seeded split of `labels` into train and validation indices (sorted)."""
+    """Stratified, seeded split of `labels` into train and validation indices (sorted). The validation part
+    depends on `val_size` and `seed` only: a `train_size` subset trains on part of the rest, validated on the
+    same images as the full split."""
     n = len(labels)
     for name, size in (("val_size", val_size), ("train_size", train_size)):
         if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral)):
@@ -38,9 +40,9 @@ def split_indices(
     if train_size is not None and not 0 < train_size <= n - val_size:
         raise ConfigError(f"train_size must be between 1 and {n - val_size}, got {train_size}")
     try:
-        train, val = train_test_split(
-            np.arange(n), test_size=val_size, train_size=train_size, stratify=labels, random_state=seed
-        )
+        train, val = train_test_split(np.arange(n), test_size=val_size, stratify=labels, random_state=seed)
+        if train_size is not None and train_size < len(train):
+            train, _ = train_test_split(train, train_size=train_size, stratify=labels[train], random_state=seed)
     except ValueError as exc:  # e.g. fewer validation examples than classes
         raise ConfigError(f"cannot make a stratified split: {exc}".replace("\n", " ")) from None
     return np.sort(train), np.sort(val)
