@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from fmlab.data import load
-from fmlab.evaluate import evaluate_run
+from fmlab.evaluation import evaluate_run
 from fmlab.runs import resolve
-from fmlab.train.fit import fit
+from fmlab.training.fit import fit
 
 TARGET_S = 60.0
 

@@ -26,8 +26,8 @@ from torch.utils.data import DataLoader, Dataset
 from fmlab import models
 from fmlab.data import FashionMNIST, load
 from fmlab.runs import resolve
-from fmlab.train.fit import split_arrays
-from fmlab.train.loop import build_learner
+from fmlab.training.fit import split_arrays
+from fmlab.training.loop import build_learner
 
 MEAN, STD = 0.2860, 0.3530
 

@@ -22,9 +22,9 @@ import torch
 
 from fmlab import hardware, models
 from fmlab.data import FashionMNIST, load
-from fmlab.evaluate.complexity import count_macs
+from fmlab.evaluation.complexity import count_macs
 from fmlab.runs import resolve
-from fmlab.train.fit import fit
+from fmlab.training.fit import fit
 
 # the recipes of the previous release (what issue 16 measures against), in fp32
 REFERENCE = {
@@ -43,27 +43,28 @@ TARGETS = {"cnn": {"test_acc": 0.930, "time_ratio": 0.55}, "mlp": {"test_acc": 0
 TRAINED: dict[str, dict[str, Any]] = {}  # by resolved spec: a recipe that is its reference trains once
 
 
-def train(settings: dict[str, Any], seed: int, data: FashionMNIST) -> dict[str, Any]:
+def train(settings: dict[str, Any], seed: int, data: FashionMNIST, device: str = "cpu") -> dict[str, Any]:
     spec = resolve([("benchmark", {**settings, "seed": seed})])
     key = spec.model_dump_json()
     if key in TRAINED:
         return TRAINED[key]
     t0 = time.perf_counter()
-    result = fit(spec, data=data, device="cpu", progress=False)
+    result = fit(spec, data=data, device=device, progress=False)
     TRAINED[key] = {"seed": seed, "train_s": round(result.train_time_s, 1),
                     "fit_wall_s": round(time.perf_counter() - t0, 1), "test_acc": round(result.metrics["test_acc"], 4),
                     "epochs": len(result.history), "precision": spec.precision, "spec": spec}
     return TRAINED[key]
 
 
-def matmul_gflops(precision: str, n: int = 2048, repeats: int = 10) -> float:
-    """This CPU's sustained matmul rate in `precision`, the practical peak a training step can approach."""
+def matmul_gflops(precision: str, device: str = "cpu", n: int = 2048, repeats: int = 10) -> float:
+    """The device's sustained matmul rate in `precision`, the practical peak a training step can approach."""
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    (a @ b).sum().item()
     t0 = time.perf_counter()
     for _ in range(repeats):
-        a @ b
+        c = a @ b
+    c.sum().item()  # waits for a GPU
     return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
 
 
@@ -84,21 +85,22 @@ def main() -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="the recipes' precision")
     parser.add_argument("--sweep", help="a model whose recipe is trained for each of --epochs")
     parser.add_argument("--epochs", default="4,8,12,16")
+    parser.add_argument("--device", default="cpu", help="cpu (what the targets are set on) or cuda")
     args = parser.parse_args()
     data = load()
     n_train = 55_000
-    peaks = {precision: matmul_gflops(precision) for precision in ("fp32", "bf16")}
+    peaks = {precision: matmul_gflops(precision, args.device) for precision in ("fp32", "bf16")}
     forced = {"precision": args.precision} if args.precision else {}
     results: dict[str, Any] = {}
     if args.sweep:
         for epochs in (int(e) for e in args.epochs.split(",")):
-            runs = [train({"model": args.sweep, "epochs": epochs, **forced}, s, data) for s in args.seeds]
+            runs = [train({"model": args.sweep, "epochs": epochs, **forced}, s, data, args.device) for s in args.seeds]
             results[str(epochs)] = summary(runs, n_train)
     for name in [] if args.sweep else args.models:
         reference, recipe = [], []
         for seed in args.seeds:  # side by side, so a slow spell of the machine hits both alike
-            reference.append(train({"model": name, "precision": "fp32", **REFERENCE[name]}, seed, data))
-            recipe.append(train({"model": name, **forced}, seed, data))
+            reference.append(train({"model": name, "precision": "fp32", **REFERENCE[name]}, seed, data, args.device))
+            recipe.append(train({"model": name, **forced}, seed, data, args.device))
         ref, new = summary(reference, n_train), summary(recipe, n_train)
         ratio = new["mean_train_s"] / ref["mean_train_s"]
         target = TARGETS.get(name)
@@ -110,7 +112,7 @@ def main() -> None:
             new["mean_test_acc"] >= target["test_acc"] and ratio <= target["time_ratio"],
         }
     print(json.dumps({
-        "benchmark": "time_to_accuracy", "sweep": args.sweep, "threads": torch.get_num_threads(),
+        "benchmark": "time_to_accuracy", "sweep": args.sweep, "device": args.device, "threads": torch.get_num_threads(),
         "machine": hardware.describe(), "matmul_gflops": {k: round(v, 1) for k, v in peaks.items()},
         "torch": torch.__version__,
         "results": results,

@@ -46,7 +46,7 @@ def write_idx_folder(folder: Path, data: FashionMNIST) -> dict[str, str]:
 def trained_run(folder: Path, model: str, data: FashionMNIST | None = None, **settings: object):
     """A finished run folder, as `fmlab train` writes it: `model` trained for one epoch on a small synthetic set."""
     from fmlab.runs import RunDir, resolve
-    from fmlab.train.fit import fit
+    from fmlab.training.fit import fit
 
     data = data if data is not None else make_data(200, 100)
     spec = resolve([("test", {"model": model, "epochs": 1, "val_size": 50, "batch_size": 32, **settings})])
@@ -64,7 +64,7 @@ def checkpoint_file(path: Path, name: str, net=None, **changes: object) -> Path:
 
     from fmlab import models
     from fmlab.runs import Predictor, resolve
-    from fmlab.train import checkpoint
+    from fmlab.training import checkpoint
 
     torch.manual_seed(0)
     spec = resolve([("test", {"model": name})])

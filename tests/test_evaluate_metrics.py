@@ -6,7 +6,7 @@ from sklearn import metrics as skm
 from sklearn.preprocessing import label_binarize
 
 from fmlab.data import CLASS_NAMES
-from fmlab.evaluate import metrics as M
+from fmlab.evaluation import metrics as M
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from sklearn import metrics as skm
 from cli_helpers import assert_one_line_error, run_cli
 from fmlab import models
 from fmlab.data import CLASS_NAMES
-from fmlab.evaluate import complexity, evaluate_run, plots
+from fmlab.evaluation import complexity, evaluate_run, plots
 from fmlab.runs import RunDir
 from synthetic import make_data, trained_run
 

@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from fmlab.evaluate import explain
-from fmlab.evaluate.explain import Column, Explainer, deletion_insertion, heatmap_grid, random_maps
+from fmlab.evaluation import explain
+from fmlab.evaluation.explain import Column, Explainer, deletion_insertion, heatmap_grid, random_maps
 
 
 class Mask(nn.Module):

@@ -127,7 +127,7 @@ def test_predict_and_onnx_of_a_flip_tta_cnn_reproduce_the_reported_predictions(r
     """The model the run scored is the model users deploy: `fmlab predict` on the test images and the ONNX
     export (which averages the flip inside the graph) give the classes recorded in the run's predictions."""
     from fmlab.runs import RunDir, resolve
-    from fmlab.train.fit import fit
+    from fmlab.training.fit import fit
 
     spec = resolve([("test", {"model": "cnn", "epochs": 1, "train_size": 3000, "val_size": 1000,
                               "model_args": {"channels": [8, 16, 32], "hidden": 64}})])

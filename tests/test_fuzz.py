@@ -163,7 +163,7 @@ def mutated_checkpoint(draw: st.DrawFn) -> bytes:
 @example(b"")
 def test_checkpoint_loading_only_raises_checkpoint_error(content: bytes) -> None:
     from fmlab.runs import open_predictor
-    from fmlab.train.checkpoint import CheckpointError
+    from fmlab.training.checkpoint import CheckpointError
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "fuzz.pt"

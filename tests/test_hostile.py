@@ -24,8 +24,8 @@ import torch
 
 from cli_helpers import assert_one_line_error, run_cli
 from fmlab.runs import RunDir, StudyDir, resolve
-from fmlab.train import checkpoint
-from fmlab.train.fit import fit
+from fmlab.training import checkpoint
+from fmlab.training.fit import fit
 from synthetic import trained_run
 
 CORPUS = Path(__file__).parent / "hostile"

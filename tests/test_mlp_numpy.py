@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from fmlab import models
-from fmlab.errors import ConfigError
+from fmlab.errors import ConfigError, FmlabError
 from fmlab.models.mlp_numpy import NumpyMLP, make_optimizer, penalty
+from fmlab.training.loop import resolve_device
 
 HIDDEN = (12, 7)
 
@@ -209,3 +210,11 @@ def test_trains_to_85_percent_on_real_data(real_data):
     accuracy = float((net.forward(x_test).argmax(1) == real_data.y_test).mean())
     print(f"NumpyMLP: {accuracy:.4f} test accuracy after {time.perf_counter() - start:.1f} s")
     assert accuracy >= 0.85
+
+
+def test_the_numpy_model_trains_on_the_cpu_and_refuses_a_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto", "mlp") == torch.device("cuda")
+    assert resolve_device("auto", "mlp-numpy") == torch.device("cpu")
+    with pytest.raises(FmlabError, match="runs on the CPU only"):
+        resolve_device("cuda", "mlp-numpy")

@@ -23,8 +23,8 @@ from fmlab.errors import DataError
 from fmlab.infer.images import ImageError, decode, load
 from fmlab.infer.predict import predict
 from fmlab.runs import Predictor, RunDir, open_predictor, resolve
-from fmlab.train import checkpoint
-from fmlab.train.checkpoint import CheckpointError
+from fmlab.training import checkpoint
+from fmlab.training.checkpoint import CheckpointError
 from synthetic import NORM, checkpoint_file, trained_run
 
 CORPUS = Path(__file__).parent / "bad_inputs"

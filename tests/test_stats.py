@@ -3,7 +3,7 @@ import pytest
 from scipy import stats as st
 from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 
-from fmlab.evaluate import stats
+from fmlab.evaluation import stats
 
 
 def paired(both: int, only_a: int, only_b: int, neither: int) -> tuple[np.ndarray, np.ndarray]:
@@ -95,7 +95,9 @@ def test_the_correction_can_turn_a_finding_down():
     rng = np.random.default_rng(5)
     a = rng.random((3, 4000)) < 0.91
     b = rng.random((3, 4000)) < 0.898
-    alone = stats.correct([stats.compare(a, b, "A", "B")])[0]
-    many = stats.correct([stats.compare(a, b, "A", "B")] + [stats.compare(a, a, f"X{i}", "Y") for i in range(19)])[0]
+    finding = stats.compare(a, b, "A", "B")
+    null = stats.compare(a, a, "X", "Y")  # 19 more comparisons that find nothing (one computed, named apart)
+    alone = stats.correct([finding])[0]
+    many = stats.correct([finding] + [{**null, "a": f"X{i}"} for i in range(19)])[0]
     assert alone["p_value"] == many["p_value"] and many["p_holm"] > alone["p_holm"]
     assert many["mde"] > alone["mde"]

@@ -90,3 +90,11 @@ def test_only_the_run_folder_module_names_run_and_study_files():
                  for p in (SRC / "study" / "templates").iterdir() if pattern.search(p.read_text())}
     assert offenders == {} and templates == {}
     assert pattern.search(OWNER.read_text())  # the owner does name them: the pattern can match
+
+
+def test_the_code_version_covers_the_code_a_runs_numbers_depend_on():
+    from fmlab.runs.spec import code_files
+
+    files = {p.relative_to(SRC).as_posix() for p in code_files()}
+    assert {"config.py", "data/split.py", "models/cnn.py", "training/loop.py", "training/learners.py",
+            "runs/predictor.py"} <= files

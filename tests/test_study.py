@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -206,7 +207,7 @@ def test_study_outputs_and_statistics(tiny_study):
 @pytest.mark.integration
 def test_resume_reruns_only_missing_or_damaged_trials_and_status_says_which(tiny_study, tmp_path, monkeypatch,
                                                                             capsys):
-    import fmlab.train.fit as fit_module
+    import fmlab.training.fit as fit_module
 
     out = tmp_path / "study"
     shutil.copytree(tiny_study, out)
@@ -280,7 +281,9 @@ def test_a_killed_study_without_a_device_keeps_finished_epochs_and_ends_as_if_ne
 @pytest.mark.integration
 def test_dask_local_cluster_gives_the_same_summary_as_local(tiny_study, tmp_path):
     out = tmp_path / "study"
+    environ = dict(os.environ)
     run_study(tiny(tmp_path, epochs=2), out, executor="dask", scheduler="local:1", log=lambda _: None, report=False)
+    assert dict(os.environ) == environ  # distributed sets OMP_NUM_THREADS=1 here; later children must not inherit it
     local = StudyDir(tiny_study).read_summary()["rows"]
     dask = StudyDir(out).read_summary()["rows"]
     for metric in ("accuracy", "macro_f1", "macro_auc", "ece", "params", "macs"):
@@ -340,14 +343,45 @@ def test_quick_study_writes_report_tables_and_tuning(quick_study):
     assert html.count('src="data:image/png;base64,') >= 20 and 'src="trials/' not in html
     best_cnn = next(r for r in summary["rows"] if r["family"] == "cnn" and r["variant"] == summary["best"]["cnn"])
     assert f"{100 * best_cnn['accuracy']['mean']:.2f}%" in html  # numbers in the text come from the summary
+    ranges = [(float(lo), float(hi)) for lo, hi in re.findall(r"(-?[\d.]+)%\u2013(-?[\d.]+)%", html)]
+    assert len(ranges) == len(summary["rows"]) and all(0 <= lo <= hi <= 100 for lo, hi in ranges)  # 2 seeds: wide
     assert "## Results" in md and f"({StudyDir.COMPARISON}/" in md
     best = summary["best"]["cnn"]  # the figures the report shows are those of each family's best variant
     assert layout.comparison.run("cnn").read_metrics()["run"] == str(layout.trial("cnn", best, 0).path)
     assert layout.comparison.run("cnn").figure("roc").is_file()
     tune = layout.read_tune_summary()
-    assert tune["grid"]["best_model"] in ("logreg", "simple-cnn") and tune["optuna"]["n_trials"] == 3
+    assert set(tune["grid"]["best_by_model"]) == {"logreg", "simple-cnn"} and tune["optuna"]["n_trials"] == 3
+    # the searches ran first, on the study's validation split, never scoring the test set ...
+    assert (tune["grid"]["settings"]["val_size"], tune["grid"]["settings"]["seed"]) == (1000, 0)
+    assert "test_acc" not in tune["grid"]
+    # ... and each searched family trained their best setting at the study's budget, compared like any variant
+    rows = {(r["family"], r["variant"]): r for r in summary["rows"]}
+    for family, model, variant, best in (("simple", "simple-cnn", "tuned", tune["grid"]["best_by_model"]),
+                                         ("logreg", "logreg", "tuned", tune["grid"]["best_by_model"])):
+        assert rows[family, variant]["changes"] == best[model]["params"] and rows[family, variant]["seeds"] == 2
+        spec = layout.trial(family, variant, 1).read_spec()[0]
+        assert spec.epochs == 1 and spec.train_size == 3000 and spec.lr == best[model]["params"]["lr"]
+    assert rows["logreg", "tuned-optuna"]["changes"] == tune["optuna"]["best"]["params"]  # its baseline is {}
+    tests = {c["a"] for c in summary["comparisons"] if c["kind"] == "variant_vs_baseline"}
+    assert {"simple/tuned", "logreg/tuned", "logreg/tuned-optuna"} <= tests
+    csv_rows = (quick_study / StudyDir.SUMMARY_CSV).read_text().splitlines()
+    assert any(line.startswith(f"simple,simple-cnn,tuned,lr={best}") for line in csv_rows
+               for best in [tune["grid"]["best_by_model"]["simple-cnn"]["params"]["lr"]])
+    assert html.count('<td class="l">tuned</td>') == 2 and "tuned-optuna" in html and "never read the test set" in html
     timings = layout.read_timings()
-    assert timings["trials"] == 22 and timings["total_s"] >= timings["trials_s"] > 0 and timings["comparison_s"] > 0
+    assert timings["trials"] == 28 and timings["total_s"] >= timings["trials_s"] > 0 and timings["comparison_s"] > 0
+    assert timings["tune_s"] > 0
+
+
+@pytest.mark.integration
+def test_a_resumed_study_reuses_its_finished_searches_and_trials(quick_study, tmp_path):
+    shutil.copytree(quick_study, tmp_path / "study")
+    lines = []
+    run_study(ROOT / "configs" / "quick.toml", tmp_path / "study", log=lines.append, report=False)
+    assert [line for line in lines if line.startswith("tune: ")] == [
+        f"tune: the {name} search finished before; its results are reused" for name in ("grid", "optuna")]
+    assert "quick: 28 trials, 28 already done, executor local" in lines
+    assert StudyDir(tmp_path / "study").read_summary()["rows"] == StudyDir(quick_study).read_summary()["rows"]
 
 
 @pytest.mark.integration
@@ -500,7 +534,13 @@ def test_walkthrough_notebook_runs_against_the_quick_study(quick_study):
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3
-    assert any("accuracy" in str(o.get("data", {}).get("text/html", "")) for o in outputs)
+    summary = StudyDir(quick_study).read_summary()
+    shown = "".join(str(o.get("data", {}).get("text/html", "")) for o in outputs)
+    assert all(f"{r['accuracy']['mean']:.2%}" in shown for r in summary["rows"])  # the study's own table
+    text = "".join(o.get("text", "") for o in outputs)
+    rescored, recorded = re.search(r"re-scored here: ([\d.]+); the run's metrics: ([\d.]+)", text).groups()
+    assert rescored == recorded  # the saved predictor scores what the run recorded
+    assert "\\begin{tabular}" in text and "tuned" in text
 
 
 # ---------------------------------------------------------------- findings are read off the numbers
@@ -575,7 +615,7 @@ def test_fit_diagnosis_compares_a_run_with_its_recipe(rows, recipe_epochs, refer
 
 @pytest.mark.integration
 def test_one_thread_trials_run_two_at_a_time_with_the_numbers_of_a_trial_alone(tmp_path, real_data, monkeypatch):
-    from fmlab.train.fit import fit
+    from fmlab.training.fit import fit
 
     monkeypatch.setattr(os, "cpu_count", lambda: 2)  # the machines here have two; the scheduler is what is tested
     study = tmp_path / "s.toml"
@@ -592,3 +632,15 @@ def test_one_thread_trials_run_two_at_a_time_with_the_numbers_of_a_trial_alone(t
     assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans))  # they overlapped
     alone = fit(layout.trial("lin", "fast", 1).read_spec()[0], data=real_data, device="cpu", progress=False)
     assert layout.trial("lin", "fast", 1).read_metrics()["test_acc"] == alone.metrics["test_acc"]
+
+
+def test_the_data_a_study_reads_follows_where_it_is_found_not_a_stale_cache(make_trusted, monkeypatch, real_data):
+    from fmlab.study.run import cached_data
+
+    monkeypatch.delenv("FMLAB_DATA_DIR", raising=False)
+    assert cached_data(None).checksums == real_data.checksums
+    trusted = make_trusted()
+    monkeypatch.setenv("FMLAB_DATA_DIR", str(trusted.path))
+    assert cached_data(None).checksums == trusted.checksums  # the same call, another folder: not the cached set
+    monkeypatch.delenv("FMLAB_DATA_DIR")
+    assert cached_data(None).checksums == real_data.checksums

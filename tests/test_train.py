@@ -9,7 +9,7 @@ from cli_helpers import assert_one_line_error, run_cli
 from fmlab import models
 from fmlab.errors import ConfigError, Interrupted
 from fmlab.runs import RunDir, RunDirError, resolve
-from fmlab.train.fit import fit
+from fmlab.training.fit import fit
 from synthetic import make_data, write_idx_folder
 
 DATA = make_data(n_train=1000, n_test=200)
@@ -245,7 +245,7 @@ def test_model_arguments_are_checked_without_building_the_network():
 
 @pytest.mark.parametrize("steps", [1, 2, 3, 5, 40])
 def test_onecycle_runs_on_any_number_of_steps(steps):
-    from fmlab.train.learners import Schedule
+    from fmlab.training.learners import Schedule
 
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], 0.1)
     schedule = Schedule(opt, cfg(schedule="onecycle", epochs=1, lr=0.1), steps)
@@ -354,3 +354,15 @@ def test_precision_is_resolved_for_the_machine_recorded_and_reproducible(tmp_pat
     predictor = a.predictor
     fp32, bf16 = predictor.logits(DATA.x_test), predictor.logits(DATA.x_test, "bf16")
     assert fp32.dtype == bf16.dtype == torch.float32 and 0 < (fp32 - bf16).abs().max() < 0.5
+
+
+def test_the_default_thread_count_is_the_machines_whatever_a_run_set_before():
+    from fmlab.runs import resolve
+    from fmlab.runs.spec import MACHINE_THREADS
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1 if MACHINE_THREADS > 1 else 2)
+        assert resolve([("t", {"model": "logreg"})]).threads == MACHINE_THREADS
+    finally:
+        torch.set_num_threads(before)

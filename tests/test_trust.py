@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fmlab.evaluate import calibration, robustness, trust
-from fmlab.evaluate.explain import Explainer
+from fmlab.evaluation import calibration, robustness, trust
+from fmlab.evaluation.explain import Explainer
 from test_explain import quadrant_model
 
 
@@ -114,7 +114,7 @@ def test_temperature_scaling_recovers_the_temperature_and_lowers_validation_nll(
 def test_calibration_never_reads_the_test_labels(tmp_path):
     from dataclasses import replace
 
-    from fmlab.evaluate.runner import calibrate, open_run
+    from fmlab.evaluation.runner import calibrate, open_run
     from synthetic import make_data, trained_run
 
     data = make_data(200, 100)

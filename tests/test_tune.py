@@ -68,7 +68,7 @@ def test_wrapper_is_a_well_behaved_sklearn_estimator():
 def test_wrapper_trains_through_fmlabs_engine_with_the_recipe(data):
     from fmlab.data.split import pixel_stats
     from fmlab.runs import resolve
-    from fmlab.train.loop import train
+    from fmlab.training.loop import train
 
     net = FmlabClassifier("logreg", max_epochs=2, batch_size=32, l2=1e-3)
     spec = net.train_config()
@@ -102,7 +102,7 @@ def test_a_grid_cell_scores_what_fmlab_train_gets_on_that_split(data, tmp_path):
     """Recipe, schedule, augmentation, flip TTA and channels-last all in play: the holdout score of each cell
     equals the last-epoch validation accuracy of `fit` with those settings, split and seed."""
     from fmlab.runs import resolve
-    from fmlab.train.fit import fit
+    from fmlab.training.fit import fit
 
     small = {"channels": [[4, 8, 8]], "hidden": [16]}
     grid_search(["cnn"], {"lr": [3e-3, 1e-2], "batch_size": [32], **small}, out_dir=tmp_path, data=data,

@@ -12,10 +12,10 @@ import typer
 from typer.exceptions import Abort, Exit, TyperException
 
 from fmlab.errors import FmlabError, Interrupted, Signalled
-from fmlab.evaluate.commands import evaluate
+from fmlab.evaluation.commands import evaluate
 from fmlab.infer.commands import export, predict
 from fmlab.study.commands import study_app
-from fmlab.train.commands import train
+from fmlab.training.commands import train
 from fmlab.tune.commands import tune_app
 
 app = typer.Typer(
@@ -28,9 +28,9 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        import fmlab
+        from fmlab.version import __version__
 
-        typer.echo(f"fmlab {fmlab.__version__}")
+        typer.echo(f"fmlab {__version__}")
         raise Exit()
 
 
@@ -51,31 +51,28 @@ DataDir = Annotated[
 @data_app.command("info")
 def data_info(data_dir: DataDir = None, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Where the data was found, checksums, counts per split and class, pixel statistics."""
-    from fmlab.data.summary import describe, render
+    from fmlab import api
+    from fmlab.data.summary import render
 
-    info = describe(data_dir)
+    info = api.describe_data(data_dir)
     typer.echo(json.dumps(info, indent=2) if as_json else render(info))
 
 
 @data_app.command("verify")
 def data_verify(data_dir: DataDir = None) -> None:
     """Check the four files against the recorded checksums; exit 0 when all match, else 2."""
-    from fmlab.data import load
+    from fmlab import api
 
-    data = load(data_dir)
+    data = api.load_data(data_dir)
     typer.echo(f"ok: {data.source.path} ({data.source.origin}), 4 files verified")
 
 
 @app.command("models")
 def list_models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every registered model: family, arguments (the network its name builds), training recipe, parameters."""
-    from fmlab import models
+    from fmlab import api
 
-    rows = {
-        name: {"family": spec.family, "description": spec.description, "defaults": spec.defaults,
-               "recipe": spec.recipe, "params": models.count_parameters(models.build(name))}
-        for name, spec in ((n, models.get(n)) for n in models.names())
-    }
+    rows = api.list_models()
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

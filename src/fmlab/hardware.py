@@ -43,9 +43,10 @@ def autocast(precision: str | None, device: torch.device) -> contextlib.Abstract
 
 
 def describe() -> dict[str, Any]:
-    """The CPU a run trained on, for its metrics: model, torch's kernel level, bf16 support."""
+    """The machine a run trained on, for its metrics: CPU model, torch's kernel level, bf16 support, GPU."""
     model = next((line.partition(":")[2].strip() for line in _cpuinfo_lines() if line.startswith("model name")),
                  platform.processor() or platform.machine())
     return {"cpu": model, "capability": torch.backends.cpu.get_cpu_capability(),
-            "amx_bf16": "amx_bf16" in cpu_flags(), "avx512_bf16": "avx512_bf16" in cpu_flags()}
+            "amx_bf16": "amx_bf16" in cpu_flags(), "avx512_bf16": "avx512_bf16" in cpu_flags(),
+            **({"gpu": torch.cuda.get_device_name()} if torch.cuda.is_available() else {})}
 

@@ -22,9 +22,9 @@ def predict(
     gradcam: Annotated[Path | None, Opt("--gradcam", help="Write Grad-CAM overlays to this PNG (CNNs).")] = None,
 ) -> None:
     """Classify images with a trained model; exit 2 when any file could not be read (the rest still answer)."""
-    from fmlab.infer.predict import predict as run_predict
+    from fmlab import api
 
-    entries = run_predict(source, list(images), top_k=top_k, invert=invert, gradcam=gradcam)
+    entries = api.predict(source, list(images), top_k=top_k, invert=invert, gradcam=gradcam)
     errors = [e for e in entries if "error" in e]
     if as_json:
         typer.echo(json.dumps(entries, indent=2, allow_nan=False))
@@ -58,9 +58,9 @@ def export(
     as_json: Annotated[bool, Opt("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Export to ONNX (dynamic batch), verify against torch on the test set, report both runtimes' speed."""
-    from fmlab.infer.export import export_onnx
+    from fmlab import api
 
-    report = export_onnx(run_dir, onnx, opset, limit=limit, data_dir=data_dir)
+    report = api.export(run_dir, onnx, opset=opset, limit=limit, data_dir=data_dir)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return

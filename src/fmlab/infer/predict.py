@@ -18,7 +18,7 @@ from torch import nn
 
 from fmlab.data.fashion_mnist import CLASS_NAMES
 from fmlab.errors import ConfigError
-from fmlab.evaluate.explain import Explainer
+from fmlab.evaluation.explain import Explainer
 from fmlab.infer.images import ImageError, read
 from fmlab.runs import RunDir, check_output, open_predictor
 

@@ -24,7 +24,7 @@ class ModelSpec:
     defaults: dict[str, Any]
     description: str
     # post-activation feature maps an explanation may read, highest resolution first (() for non-CNNs); which
-    # layer and method explain a trained model is measured per run (fmlab.evaluate.trust)
+    # layer and method explain a trained model is measured per run (fmlab.evaluation.trust)
     explain_layers: tuple[str, ...]
     # (method, layer) measured most faithful on the default study (README), for overlays of runs that have not
     # been explained themselves (fmlab evaluate chooses per run); None for non-CNNs

@@ -21,7 +21,7 @@ from fmlab.config import TrainConfig, validate
 from fmlab.errors import ConfigError
 from fmlab.hardware import autocast
 from fmlab.runs.spec import is_resolved
-from fmlab.train.checkpoint import FORMAT_VERSION, NUM_CLASSES, CheckpointError
+from fmlab.training.checkpoint import FORMAT_VERSION, NUM_CLASSES, CheckpointError
 
 
 class PredictorModule(nn.Module):
@@ -114,7 +114,7 @@ class Predictor:
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any], source: str) -> Predictor:
-        """Rebuild the predictor a checkpoint holds (read by fmlab.train.checkpoint.read), in eval mode."""
+        """Rebuild the predictor a checkpoint holds (read by fmlab.training.checkpoint.read), in eval mode."""
         try:
             spec = validate(TrainConfig, payload.get("spec"), "spec")
             if not is_resolved(spec):

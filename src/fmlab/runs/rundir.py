@@ -36,7 +36,7 @@ from fmlab.config import StudyConfig, TrainConfig, check_name, validate
 from fmlab.errors import ConfigError, FmlabError, OutputError
 from fmlab.io import atomic_path, make_dir, write_json, write_text
 from fmlab.runs.predictor import Predictor
-from fmlab.train import checkpoint
+from fmlab.training import checkpoint
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 
@@ -396,7 +396,8 @@ class StudyDir:
         return RunDir(path)
 
     def write_study(self, study: StudyConfig) -> None:
-        write_text(self.path / self.STUDY, study.model_dump_json(indent=2))
+        """The study as its file set it (defaults left out, so it reads back with the same settings set)."""
+        write_text(self.path / self.STUDY, study.model_dump_json(indent=2, exclude_unset=True))
 
     def read_study(self) -> StudyConfig:
         data = _read_object(self.path / self.STUDY, "run `fmlab study run` first")

@@ -21,17 +21,20 @@ from typing import Any
 
 import torch
 
-import fmlab
 from fmlab import hardware, models
 from fmlab.config import TrainConfig, validate
 from fmlab.errors import ConfigError
 from fmlab.models.registry import check_dropout
+from fmlab.version import __version__
 
 GROUPS = {
     "optimizer": ("optimizer", "lr", "weight_decay", "momentum", "nesterov", "schedule", "step_size", "gamma"),
     "augmentation": ("augment", "flip", "crop", "rotate", "tta_flip"),
 }
 SWITCHES = {"optimizer": ("optimizer",), "augmentation": ("augment", "flip")}
+# "this machine's" thread count, read once: a run that sets its own threads must not change what the next
+# spec resolved in the same process defaults to
+MACHINE_THREADS = torch.get_num_threads()
 Layer = tuple[str, Mapping[str, Any] | None]
 
 
@@ -92,7 +95,7 @@ def resolve(layers: Sequence[Layer]) -> TrainConfig:
     merged.update(user)
     merged["model"] = name
     merged["model_args"] = json.loads(json.dumps(full_args))  # tuples -> lists: what a saved spec reads back
-    merged.setdefault("threads", torch.get_num_threads())
+    merged.setdefault("threads", MACHINE_THREADS)
     merged.setdefault("precision", "fp32" if spec.numpy or not hardware.fast_bf16() else "bf16")
     config = validate(TrainConfig, merged, source)
     if spec.numpy and config.precision != "fp32":
@@ -115,12 +118,17 @@ def require_resolved(spec: TrainConfig) -> TrainConfig:
     return spec
 
 
+def code_files() -> list[Path]:
+    """The source files a run's numbers depend on: settings, data, models, the training engine, the run object."""
+    root = Path(__file__).parents[1]
+    packages = ("data", "models", "training", "runs")
+    return sorted([root / "config.py", *(p for d in packages for p in root.glob(f"{d}/*.py"))])
+
+
 def code_version() -> str:
     """fmlab's version plus a hash of the code a run's numbers depend on."""
-    root = Path(fmlab.__file__).parent
-    digest = hashlib.sha256(fmlab.__version__.encode())
-    sources = [root / "config.py", *(p for d in ("data", "models", "train", "runs") for p in root.glob(f"{d}/*.py"))]
-    for path in sorted(sources):
+    digest = hashlib.sha256(__version__.encode())
+    for path in code_files():
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 

@@ -24,9 +24,9 @@ def study_run(
     track: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: the study's [track] uri).")] = None,
 ) -> None:
     """Run every trial once (finished trials are skipped), evaluate, summarise and write the report."""
+    from fmlab import api
     from fmlab.config import load_study
     from fmlab.errors import Interrupted
-    from fmlab.study.run import run_study
 
     study = load_study(file)
     target = out or Path("runs") / study.name
@@ -40,13 +40,12 @@ def study_run(
         sys.stderr.flush()
 
     try:
-        summary = run_study(study, target, executor=executor, scheduler=scheduler, device=device,
-                            data_dir=str(data_dir) if data_dir else None, track=track, log=log,
-                            status=bar if tty else None)
+        result = api.run_study(study, target, executor=executor, scheduler=scheduler, device=device,
+                               data_dir=data_dir, track=track, log=log, status=bar if tty else None)
     except Interrupted as exc:
         raise Interrupted(f"interrupted ({signal.Signals(exc.signum).name}); finished trials and saved epochs are "
                           f"kept, continue with: fmlab study run {file} --out {target}", exc.signum) from None
-    typer.echo(f"report: {summary['report']}")
+    typer.echo(f"report: {result.report_path}")
 
 
 @study_app.command("status")
@@ -56,18 +55,9 @@ def study_status(
     data_dir: Annotated[Path | None, typer.Option("--data-dir")] = None,
 ) -> None:
     """Which trials are done, partly trained or not started, and the time they took; runs nothing."""
-    from fmlab.config import load_study
-    from fmlab.data import load
-    from fmlab.runs import StudyDir
-    from fmlab.study.plan import plan
-    from fmlab.study.progress import status_lines
+    from fmlab import api
 
-    study = load_study(file)
-    layout, trials = StudyDir(out or Path("runs") / study.name), plan(study)
-    checksums = load(data_dir).checksums
-    lines = status_lines(trials, [layout.trial(t.family, t.variant, t.seed) for t in trials],
-                         [t.key(checksums) for t in trials])
-    typer.echo("\n".join([f"{study.name} ({layout.path}): {lines[0]}", *lines[1:]]))
+    typer.echo("\n".join(api.study_status(file, out, data_dir)))
 
 
 @study_app.command("report")
@@ -76,11 +66,12 @@ def study_report(
     pdf: Annotated[bool, typer.Option("--pdf", help="Also print report.pdf through headless Chromium.")] = False,
 ) -> None:
     """Re-render the HTML and Markdown report from a study folder (and the PDF with --pdf)."""
-    from fmlab.study.report import write_pdf, write_report
+    from fmlab import api
 
-    typer.echo(f"report: {write_report(directory)}")
+    study = api.open_study(directory)
+    typer.echo(f"report: {study.write_report()}")
     if pdf:
-        typer.echo(f"pdf: {write_pdf(directory)}")
+        typer.echo(f"pdf: {study.write_pdf()}")
 
 
 @study_app.command("table")
@@ -90,17 +81,7 @@ def study_table(
     out: Annotated[Path | None, typer.Option(help="Write the table to this file instead of printing it.")] = None,
 ) -> None:
     """The results table: accuracy mean ± std and 95% CI, F1, AUC, ECE, size, time; significance marks."""
-    from fmlab.errors import ConfigError
-    from fmlab.io import write_text
-    from fmlab.runs import StudyDir, check_output
-    from fmlab.study.table import FORMATS, render
+    from fmlab import api
 
-    if fmt not in FORMATS:
-        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, not '{fmt}'")
-    layout = StudyDir(directory)
-    text = render(layout.read_summary(), fmt)
-    if out is None:
-        typer.echo(text, nl=False)
-        return
-    write_text(check_output(out, [layout.path]), text)
-    typer.echo(f"table: {out}")
+    text = api.open_study(directory).table(fmt, out)
+    typer.echo(text if out is None else f"table: {out}", nl=out is not None)

@@ -18,6 +18,11 @@ def pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
 
+def ci_range(m: dict[str, float]) -> str:
+    """An accuracy's 95% interval over seeds, clipped to what an accuracy can be (few seeds give wide t ones)."""
+    return f"{pct(max(m['ci_low'], 0.0))}\u2013{pct(min(m['ci_high'], 1.0))}"
+
+
 def ci_text(m: dict[str, float]) -> str:
     """An accuracy with its spread and its interval over seeds (clipped to what an accuracy can be)."""
     if m["n"] < 2:

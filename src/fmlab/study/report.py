@@ -10,13 +10,14 @@ from typing import Any
 
 import jinja2
 
-import fmlab
 from fmlab import models
 from fmlab.data import CLASS_NAMES
 from fmlab.errors import FmlabError
-from fmlab.evaluate import robustness
+from fmlab.evaluation import robustness
 from fmlab.runs import RunDir, RunDirError, StudyDir, resolve
 from fmlab.study import findings
+from fmlab.study.plan import with_tuned
+from fmlab.version import __version__
 
 FIGURES = {
     "training_curves": "Training curves",
@@ -53,7 +54,7 @@ def fit_diagnosis(layout: StudyDir, family: str, model: str, run: RunDir) -> str
 def context(out: str | Path) -> dict[str, Any]:
     """Everything the report shows, read from the study folder."""
     layout = StudyDir(out)
-    summary, study = layout.read_summary(), layout.read_study()
+    summary, study = layout.read_summary(), with_tuned(layout.read_study(), layout.read_tune_summary())
 
     def rel(path: Path) -> str:
         return path.relative_to(layout.path).as_posix()
@@ -78,7 +79,8 @@ def context(out: str | Path) -> dict[str, Any]:
     pairs = [c for c in summary["comparisons"] if c["kind"] == "pair"]
     return {
         "study": study.model_dump(), "summary": summary, "families": families, "pct": findings.pct,
-        "ci": findings.ci_text, "headline": findings.headline(summary["rows"], summary["best"]),
+        "ci": findings.ci_text, "ci_range": findings.ci_range,
+        "headline": findings.headline(summary["rows"], summary["best"]),
         "pairs": pairs, "n_tests": len(summary["comparisons"]),
         "vs_baseline": {(c["a"]): c for c in summary["comparisons"] if c["kind"] == "variant_vs_baseline"},
         "sensitivity": [rel(layout.sensitivity(f)) for f in study.families if layout.sensitivity(f).is_file()],
@@ -88,7 +90,7 @@ def context(out: str | Path) -> dict[str, Any]:
         "robustness": [robustness.sentence(f["title"], comparison["robustness"][f["name"]]) for f in families
                        ] if comparison else [],
         "class_names": CLASS_NAMES, "tune": layout.read_tune_summary(), "tune_dir": rel(layout.tune),
-        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "version": fmlab.__version__,
+        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "version": __version__,
         "machine": f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}",
         "wall_s": summary.get("wall_s"),
     }
@@ -127,7 +129,7 @@ def write_progress(out: str | Path, study: Any, trials: list[Any], done: set[int
                        val="" if val is None else findings.pct(val), train_s=f"{metrics['train_time_s']:.1f}")
         rows.append(row)
     html = _env().get_template("progress.html.j2").render(
-        study=study, rows=rows, done=len(done), total=len(trials), eta=eta, version=fmlab.__version__,
+        study=study, rows=rows, done=len(done), total=len(trials), eta=eta, version=__version__,
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))
     return layout.write_progress(html)
 

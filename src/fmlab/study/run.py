@@ -18,19 +18,28 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fmlab import models
 from fmlab.config import StudyConfig, TrainConfig, load_study
-from fmlab.data import FashionMNIST, load
+from fmlab.data import FashionMNIST, load, locate
 from fmlab.errors import ConfigError, FmlabError
 from fmlab.io import make_dir
 from fmlab.runs import RunDir, StudyDir
-from fmlab.study.plan import plan
+from fmlab.study.plan import plan, searched_split, with_tuned
 from fmlab.study.progress import Progress, duration
 
 EXECUTORS = ("local", "dask")
 
 
-@functools.lru_cache(maxsize=2)
 def cached_data(data_dir: str | None) -> FashionMNIST:
+    """The data set, read once per process for the trials a worker runs; cached by the folder it is found in
+    (and its files' sizes and times), so that a changed $FMLAB_DATA_DIR or file is never served stale."""
+    folder = locate(data_dir).path
+    stamp = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(folder.iterdir()) if f.is_file())
+    return _read(data_dir, str(folder), stamp)
+
+
+@functools.lru_cache(maxsize=2)
+def _read(data_dir: str | None, folder: str, stamp: tuple[tuple[str, int, int], ...]) -> FashionMNIST:
     return load(data_dir)
 
 
@@ -54,8 +63,8 @@ def resumable(run: RunDir, key: str) -> bool:
 def run_trial(spec: dict[str, Any], run_dir: str, key: str, data_dir: str | None, evaluate: dict[str, Any],
               device: str) -> dict[str, Any]:
     """Train and evaluate one trial unless it is done; return its done record (key, status, wall time)."""
-    from fmlab.evaluate import evaluate_run
-    from fmlab.train.fit import fit
+    from fmlab.evaluation import evaluate_run
+    from fmlab.training.fit import fit
 
     run = RunDir(run_dir)
     if is_done(run, key):
@@ -63,6 +72,8 @@ def run_trial(spec: dict[str, Any], run_dir: str, key: str, data_dir: str | None
     config = TrainConfig.model_validate(spec)
     data = cached_data(data_dir)
     t0 = time.perf_counter()
+    if models.get(config.model).numpy:  # the study's device is for the torch models; the NumPy one has the CPU
+        device = "cpu"
     result = fit(config, run, data=data, device=device, resume=resumable(run, key), force=True, progress=False)
     if result.key != key:
         raise FmlabError(f"{run}: the trial's key changed while it ran ({key} -> {result.key}); run the study again")
@@ -103,30 +114,14 @@ def _local(jobs: list[tuple[Any, ...]], on_start: Callable[[int], None],
 
 
 def _dask(jobs: list[tuple[Any, ...]], scheduler: str, on_done: Callable[[int, dict[str, Any]], None]) -> None:
-    try:
-        from dask.distributed import Client, LocalCluster, as_completed
-    except ImportError:
-        raise FmlabError("--executor dask needs the cluster extra: pip install 'fmlab[cluster]'") from None
-    if scheduler.startswith("local:"):
-        n = scheduler.partition(":")[2]
-        if not n.isdigit() or int(n) < 1:
-            raise ConfigError(f"--scheduler local:N needs a worker count, got '{scheduler}'")
-        # one trial per worker at a time; each trial sets its own thread count (part of its spec)
-        cluster = LocalCluster(n_workers=int(n), threads_per_worker=1, processes=True, dashboard_address=None)
-        client = Client(cluster)
-    else:
-        try:
-            client, cluster = Client(scheduler, timeout=10), None
-        except OSError as exc:
-            raise FmlabError(f"cannot reach Dask scheduler {scheduler} ({exc}); start one or use local:N") from None
-    try:
+    from fmlab.cluster import dask_client
+
+    with dask_client(scheduler) as client:
+        from dask.distributed import as_completed
+
         futures = {client.submit(run_trial, *job, pure=False): i for i, job in enumerate(jobs)}
         for future in as_completed(futures):
             on_done(futures[future], future.result())
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 def run_study(
@@ -145,7 +140,7 @@ def run_study(
     """Plan, run (skipping finished trials), summarise and (with `report`) compare the best variants and write
     the report; `device` overrides the study's, `track` (an MLflow tracking URI) its [track] table's. `log` gets
 a line per event, `status` (for a terminal) a one-line progress bar whenever a trial starts or finishes."""
-    from fmlab.evaluate.comparison import compare_runs
+    from fmlab.evaluation.comparison import compare_runs
     from fmlab.study.report import write_progress
     from fmlab.study.summary import summarise
 
@@ -156,7 +151,15 @@ a line per event, `status` (for a terminal) a one-line progress bar whenever a t
     layout = StudyDir(out)
     data = cached_data(str(data_dir) if data_dir else None)
     make_dir(layout.path)
-    layout.write_study(study)
+    layout.write_study(study)  # as written; the tuned variants are read off the search summary beside it
+    start = time.perf_counter()
+    if study.tune is not None:  # first: its best settings become each searched family's tuned variant
+        from fmlab.tune import run_tune_section
+
+        run_tune_section(searched_split(study), layout, data, log)
+        trials = plan(study, layout.read_tune_summary())
+        study = with_tuned(study, layout.read_tune_summary())
+    tune_s = time.perf_counter() - start
     evaluate = study.evaluate.model_dump()
     jobs = [
         (t.spec.model_dump(mode="json"), str(layout.trial(t.family, t.variant, t.seed).path), t.key(data.checksums),
@@ -201,11 +204,6 @@ a line per event, `status` (for a terminal) a one-line progress bar whenever a t
     stages = {"trials_s": time.perf_counter() - t0}
     summary = summarise(study, layout, wall_s=stages["trials_s"])
     stages["summary_s"] = time.perf_counter() - t0 - sum(stages.values())
-    if study.tune is not None:
-        from fmlab.tune import run_tune_section
-
-        run_tune_section(study.tune, layout, data)
-        stages["tune_s"] = time.perf_counter() - t0 - sum(stages.values())
     if report:
         from fmlab.study.report import write_report
 
@@ -221,7 +219,7 @@ a line per event, `status` (for a terminal) a one-line progress bar whenever a t
         stages["comparison_s"] = time.perf_counter() - t0 - sum(stages.values())
         write_report(layout.path)
         stages["report_s"] = time.perf_counter() - t0 - sum(stages.values())
-    stages["total_s"] = time.perf_counter() - t0
+    stages["tune_s"], stages["total_s"] = tune_s, time.perf_counter() - start
     layout.write_timings({**stages, "trials": len(trials), "skipped": skipped})
     if tracker is not None:
         tracker.finish()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections import Counter
 from typing import Any
 
 import numpy as np
 
 from fmlab.config import StudyConfig
-from fmlab.evaluate import stats
+from fmlab.evaluation import stats
 from fmlab.io import csv_cell
 from fmlab.runs import RunDir, StudyDir
 from fmlab.study.plan import BASELINE, resolve_ref, variant_names, varied_keys
@@ -87,14 +88,19 @@ def _best_per_family(rows: list[dict[str, Any]]) -> dict[str, str]:
     return {family: variant for family, (_, variant) in best.items()}
 
 
+def changes_text(changes: dict[str, Any] | list[Any]) -> str:
+    """A variant's settings changed from its baseline, as `key=value; ...` (empty for the baseline)."""
+    return "; ".join(f"{k}={json.dumps(v)}" for k, v in dict(changes).items())
+
+
 def _csv(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
-    header = ["family", "model", "variant", "seeds", "diverged"]
+    header = ["family", "model", "variant", "changes", "seeds", "diverged"]
     header += [f"{m}_{s}" for m in METRICS for s in ("mean", "std", "ci_low", "ci_high")]
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     for row in rows:
-        values = [csv_cell(row[k]) for k in header[:5]]
+        values = [csv_cell(changes_text(row["changes"]) if k == "changes" else row[k]) for k in header[:6]]
         values += ["" if row[m][s] is None else f"{row[m][s]:.6g}"
                    for m in METRICS for s in ("mean", "std", "ci_low", "ci_high")]
         writer.writerow(values)
@@ -103,7 +109,7 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
 def _sensitivity_plots(study: StudyConfig, rows: list[dict[str, Any]], layout: StudyDir) -> None:
     """Test accuracy (mean +- std over seeds) against each hyperparameter a family varies."""
-    from fmlab.evaluate.plots import new_figure, pdf, png
+    from fmlab.evaluation.plots import new_figure, pdf, png
 
     for family, fam in study.families.items():
         fam_rows = {r["variant"]: r for r in rows if r["family"] == family}

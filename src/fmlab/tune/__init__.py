@@ -5,6 +5,8 @@ skorch, optuna and dask are imported only when a search runs.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +17,16 @@ from fmlab.runs import StudyDir
 __all__ = ["GridSection", "OptunaSection", "run_grid", "run_optuna", "run_tune_section"]
 
 
-def run_grid(section: GridSection, out_dir: Path, data: FashionMNIST | None) -> dict[str, Any]:
+def run_grid(section: GridSection, out_dir: Path, data: FashionMNIST | None, test: bool = True) -> dict[str, Any]:
+    """The grid search of `section`; with `test`, its winner refitted and scored once on the test set."""
     from fmlab.tune.grid import grid_search
 
     options = section.model_dump(exclude={"models", "params"})
-    return grid_search(section.models, section.params, out_dir=out_dir, data=data, **options)
+    return grid_search(section.models, section.params, out_dir=out_dir, data=data, test=test, **options)
 
 
 def run_optuna(section: OptunaSection, out_dir: Path, data: FashionMNIST | None) -> dict[str, Any]:
+    """The Optuna search of `section` (validation accuracy only; it never reads the test set)."""
     from fmlab.tune.optuna_search import optuna_search
 
     options = section.model_dump(exclude={"model", "trials"})
@@ -40,9 +44,11 @@ def _relative(value: Any, root: Path) -> Any:
     return value
 
 
-def run_tune_section(section: TuneConfig, layout: StudyDir, data: FashionMNIST | None) -> dict[str, Any]:
-    """Run a study's `[tune]` table (checked by fmlab.study.plan with the study file); write its summary
-    into the study folder and return it.
+def run_tune_section(section: TuneConfig, layout: StudyDir, data: FashionMNIST | None,
+                     log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run a study's `[tune]` table (checked by fmlab.study.plan with the study file, its validation split set to
+    the study's) before the study's trials; write its summary into the study folder and return it. No search
+    reads the test set: the grid's winners are not refitted here, the study trains them as `tuned` variants.
 
         [tune.grid]
         models = ["lenet5", "simple-cnn"]        # the same grid for every model named
@@ -66,12 +72,12 @@ def run_tune_section(section: TuneConfig, layout: StudyDir, data: FashionMNIST |
         timeout = 3600                           # seconds; and train_size, val_size, epochs, seed, device
 
     Grid results go to the study's tune/grid folder, Optuna results to tune/optuna. The summary holds, per
-    search, its settings, the best setting and score, the test accuracy of the refitted grid winner,
-    and the CSV/JSON/figure paths relative to the tune folder. A search whose settings match the summary
+    search, its settings, the best setting and score (the grid's also per model), and the CSV/JSON/figure paths
+    relative to the tune folder. A search whose settings match the summary
     already there is not run again, so a resumed study does not repeat (or extend) its searches.
     """
     out = layout.tune
-    runs = [(name, run, cfg) for name, run, cfg in (("grid", run_grid, section.grid),
+    runs = [(name, run, cfg) for name, run, cfg in (("grid", functools.partial(run_grid, test=False), section.grid),
                                                     ("optuna", run_optuna, section.optuna)) if cfg is not None]
     previous = layout.read_tune_summary() or {}
     summary: dict[str, Any] = {}
@@ -79,7 +85,9 @@ def run_tune_section(section: TuneConfig, layout: StudyDir, data: FashionMNIST |
         settings = cfg.model_dump(mode="json")
         if previous.get(name, {}).get("settings") == settings:  # finished before: a resumed study skips it
             summary[name] = previous[name]
+            log(f"tune: the {name} search finished before; its results are reused")
             continue
+        log(f"tune: {name} search on the study's training/validation split")
         summary[name] = {"settings": settings, **_relative(run(cfg, out / name, data), out)}
         layout.write_tune_summary(summary)
     layout.write_tune_summary(summary)

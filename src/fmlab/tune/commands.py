@@ -64,29 +64,16 @@ def grid(
     out: Out = Path("runs/tune-grid"),
 ) -> None:
     """Grid search (GridSearchCV / HalvingGridSearchCV) on the training split; refit the best, test it once."""
-    from fmlab.config import GridSection, validate
-    from fmlab.data import load
-    from fmlab.tune import run_grid
+    from fmlab import api
 
-    section = validate(GridSection, {
-        "models": _models(model, models), "params": _params(param), "cv": "holdout" if holdout else cv,
-        "halving": halving, "executor": executor, "scheduler": scheduler, "train_size": train_size,
-        "val_size": val_size, "epochs": epochs, "seed": seed, "device": device,
-    }, "options")
-    _check_grid(section)
-    result = run_grid(section, out, load(data_dir))
+    result = api.tune_grid(
+        _models(model, models), _params(param), out=out, data_dir=data_dir, cv="holdout" if holdout else cv,
+        halving=halving, executor=executor, scheduler=scheduler, train_size=train_size, val_size=val_size,
+        epochs=epochs, seed=seed, device=device)
     typer.echo(
         f"best: {result['best_model']} {json.dumps(result['best_params'])}, CV accuracy {result['cv_score']:.2%}, "
         f"test accuracy {result['test_acc']:.2%} (refit, evaluated once)\nresults: {out}"
     )
-
-
-def _check_grid(section: Any) -> None:
-    """Fail on a bad grid or option before loading data."""
-    from fmlab.tune.grid import check_options
-
-    check_options(section.models, section.params, cv=section.cv, halving=section.halving,
-                  executor=section.executor, scheduler=section.scheduler)
 
 
 @tune_app.command("optuna")
@@ -108,18 +95,12 @@ def optuna(
     out: Out = Path("runs/tune-optuna"),
 ) -> None:
     """Optuna TPE search with pruning; resumable, and shareable by workers through --storage."""
-    from fmlab.config import OptunaSection, validate
-    from fmlab.data import load
-    from fmlab.tune import run_optuna
-    from fmlab.tune.optuna_search import load_space, parse_space
+    from fmlab import api
 
-    section = validate(OptunaSection, {
-        "model": model, "trials": trials, "storage": storage, "study_name": study_name, "pruner": pruner,
-        "timeout": timeout, "space": str(space) if space else None, "sampler_seed": sampler_seed,
-        "train_size": train_size, "val_size": val_size, "epochs": epochs, "seed": seed, "device": device,
-    }, "options")
-    parse_space(*load_space(section.space), model)  # fail on a bad space before loading data
-    result = run_optuna(section, out, load(data_dir))
+    result = api.tune_optuna(
+        model, trials, out=out, data_dir=data_dir, storage=storage, study_name=study_name, pruner=pruner,
+        timeout=timeout, space=str(space) if space else None, sampler_seed=sampler_seed, train_size=train_size,
+        val_size=val_size, epochs=epochs, seed=seed, device=device)
     best = result["best"]
     line = "no finished trial yet" if best is None else f"best trial {best['number']}: val accuracy {best['value']:.2%}"
     params = json.dumps(best["params"]) if best else ""

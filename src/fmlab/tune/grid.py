@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from fmlab.data import FashionMNIST, load, make_split
-from fmlab.errors import ConfigError, FmlabError
+from fmlab.errors import ConfigError
 from fmlab.io import atomic_write, csv_cell, write_json
 from fmlab.tune.params import TRAIN_KEYS, check_grid, check_models
 
@@ -69,33 +69,13 @@ def check_options(
 @contextlib.contextmanager
 def dask_backend(scheduler: Any) -> Iterator[None]:
     """joblib's Dask backend on `scheduler`: a Client, an address, or 'local:N' (N worker processes)."""
-    try:
+    from fmlab.cluster import dask_client
+
+    with dask_client(scheduler) as client:
         import joblib
-        from dask.distributed import Client, LocalCluster
-    except ImportError:
-        raise FmlabError("--executor dask needs dask.distributed: pip install 'fmlab[cluster]'") from None
-    cluster = None
-    if isinstance(scheduler, Client):
-        client = scheduler
-    elif scheduler is None or str(scheduler).startswith("local:"):
-        n = str(scheduler or "local:2").partition(":")[2]
-        if not n.isdigit() or int(n) < 1:
-            raise ConfigError(f"--scheduler local:N needs a worker count, got '{scheduler}'")
-        cluster = LocalCluster(n_workers=int(n), threads_per_worker=1, processes=True, dashboard_address=None)
-        client = Client(cluster)
-    else:
-        try:
-            client = Client(scheduler, timeout=10)
-        except OSError as exc:
-            raise FmlabError(f"cannot reach Dask scheduler {scheduler} ({exc}); start one or use local:N") from None
-    try:
+
         with joblib.parallel_backend("dask", client=client):  # threads_per_worker=1: torch's RNG is per process
             yield
-    finally:
-        if client is not scheduler:
-            client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 def _rows(results: dict[str, Any], grid_keys: Sequence[str]) -> list[dict[str, Any]]:
@@ -132,7 +112,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def sensitivity_figures(rows: list[dict[str, Any]], grid_keys: Sequence[str], out_dir: Path) -> list[Path]:
     """Per parameter with several values: mean CV score vs value, one line per model (other settings averaged)."""
-    from fmlab.evaluate.plots import new_figure, save
+    from fmlab.evaluation.plots import new_figure, save
 
     if rows and "iter" in rows[0]:  # successive halving: compare candidates at the first (common) budget
         rows = [r for r in rows if r["iter"] == 0]
@@ -171,31 +151,37 @@ def grid_search(
     epochs: int = 5,
     seed: int = 0,
     device: str = "cpu",
+    test: bool = True,
 ) -> dict[str, Any]:
-    """Search `param_grid` for every model in `models`; write results to out_dir; return a summary.
+    """Search `param_grid` for every model in `models`; write results to out_dir; return a summary with the
+    best setting overall and for each model (`best_by_model`).
 
-    Writes cv_results.csv, best_params.json, sensitivity_<param>.png and test_metrics.json.
+    The validation images are those `fmlab train` validates on with the same `val_size` and split seed (whatever
+    `train_size`), so a study's search scores on the study's validation split. Writes cv_results.csv, best_params.json,
+    sensitivity_<param>.png and, with `test`, refits the best setting and scores it once on the test set
+    (test_metrics.json); without `test` nothing reads the test set.
     """
-    import torch
     from sklearn.metrics import log_loss
 
-    from fmlab.train.loop import resolve_device
+    from fmlab.runs.spec import MACHINE_THREADS
+    from fmlab.training.loop import resolve_device
     from fmlab.tune.skorch_model import FmlabClassifier
 
     grid = {k: list(v) for k, v in param_grid.items()}
     names = check_options(models, grid, cv=cv, halving=halving, executor=executor, scheduler=scheduler)
     data = data if data is not None else load()
     split = make_split(data, val_size, seed, train_size)
-    pool = np.r_[split.train_idx, split.val_idx]
+    searched = split.train_idx
+    pool = np.r_[searched, split.val_idx]
     x, y = data.x_train[pool], data.y_train[pool]
     if cv != "holdout" and cv > np.bincount(y, minlength=10).min():
         raise ConfigError(f"cv={cv} folds need at least {cv} searched images of every class; "
                           f"the search has {np.bincount(y, minlength=10).min()} of its rarest (raise train_size)")
-    splitter = _splitter(cv, len(split.train_idx), len(split.val_idx), seed)
+    splitter = _splitter(cv, len(searched), len(split.val_idx), seed)
     # every cell trains with this machine's thread count, wherever it runs (thread counts change rounding)
-    net = FmlabClassifier(names[0], max_epochs=epochs, seed=seed, device=str(resolve_device(device)),
-                          threads=torch.get_num_threads())
-    options: dict[str, Any] = {"scoring": "accuracy", "cv": splitter, "refit": True, "error_score": "raise",
+    net = FmlabClassifier(names[0], max_epochs=epochs, seed=seed, device=str(resolve_device(device, names[0])),
+                          threads=MACHINE_THREADS)
+    options: dict[str, Any] = {"scoring": "accuracy", "cv": splitter, "refit": test, "error_score": "raise",
                                "n_jobs": -1 if executor == "dask" else None}
     if halving:
         from sklearn.experimental import enable_halving_search_cv  # noqa: F401
@@ -222,16 +208,30 @@ def grid_search(
               "searched_images": len(pool)}
     write_json(out / "best_params.json", chosen)
     figures = sensitivity_figures(rows, list(grid), out)
-
-    probs = search.best_estimator_.predict_proba(data.x_test)  # the one look at the test set
-    test = {"model": best["model"], "params": best_params, "test_acc": float((probs.argmax(1) == data.y_test).mean()),
-            "test_loss": float(log_loss(data.y_test, probs, labels=list(range(10)))), "n_test": len(data.y_test)}
-    if not math.isfinite(test["test_loss"]):
-        test["test_loss"] = None
-    write_json(out / "test_metrics.json", test)
-    return {
+    result = {
         "best_model": best["model"], "best_params": best_params, "cv_score": chosen["cv_score"], "cv": cv,
-        "test_acc": test["test_acc"], "cv_results": str(out / "cv_results.csv"),
-        "best_params_path": str(out / "best_params.json"), "test_metrics": str(out / "test_metrics.json"),
+        "best_by_model": best_by_model(rows, list(grid)), "searched_images": len(pool),
+        "cv_results": str(out / "cv_results.csv"), "best_params_path": str(out / "best_params.json"),
         "figures": [str(p) for p in figures],
     }
+    if not test:
+        return result
+    probs = search.best_estimator_.predict_proba(data.x_test)  # the one look at the test set
+    scored = {"model": best["model"], "params": best_params,
+              "test_acc": float((probs.argmax(1) == data.y_test).mean()),
+              "test_loss": float(log_loss(data.y_test, probs, labels=list(range(10)))), "n_test": len(data.y_test)}
+    if not math.isfinite(scored["test_loss"]):
+        scored["test_loss"] = None
+    write_json(out / "test_metrics.json", scored)
+    return {**result, "test_acc": scored["test_acc"], "test_metrics": str(out / "test_metrics.json")}
+
+
+def best_by_model(rows: list[dict[str, Any]], grid_keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Each model's best row of the search (ties: the first, as scikit-learn ranks)."""
+    best: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if "iter" in row and row["iter"] != max(r["iter"] for r in rows if r["model"] == row["model"]):
+            continue  # successive halving: only candidates that reached the last round
+        if row["model"] not in best or row["mean_test_score"] > best[row["model"]]["cv_score"]:
+            best[row["model"]] = {"params": {k: row[k] for k in grid_keys}, "cv_score": row["mean_test_score"]}
+    return best

@@ -175,8 +175,8 @@ def optuna_search(
     """
     import optuna
 
-    from fmlab.train.fit import split_arrays
-    from fmlab.train.loop import resolve_device, train
+    from fmlab.training.fit import split_arrays
+    from fmlab.training.loop import resolve_device, train
 
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ConfigError(f"trials must be a positive whole number, got {trials!r}")
@@ -187,7 +187,7 @@ def optuna_search(
     base = {"model": model, "epochs": epochs, "train_size": train_size, "val_size": val_size, "seed": seed,
             "split_seed": seed}
     base = {k: v for k, v in base.items() if v is not None}
-    dev = resolve_device(device)
+    dev = resolve_device(device, model)
     out = Path(out_dir)
     if storage is None:
         storage = f"sqlite:///{make_dir(out) / 'optuna.db'}"
@@ -263,7 +263,7 @@ def _figures(study: Any, out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as ovm
 
-    from fmlab.evaluate.plots import save
+    from fmlab.evaluation.plots import save
 
     paths = []
     with warnings.catch_warnings():

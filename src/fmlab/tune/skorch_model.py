@@ -6,7 +6,7 @@
 
 skorch provides the scikit-learn surface (constructor-only arguments, get_params/set_params/clone,
 `module__<arg>` routed to the model builder, pickling for joblib and Dask); `fit` runs fmlab's one
-training engine (fmlab.train.loop.train) on the resolved spec of these settings: the model's recipe,
+training engine (fmlab.training.loop.train) on the resolved spec of these settings: the model's recipe,
 schedule, augmentation, test-time averaging and channels-last included, exactly as `fmlab train` does.
 A setting left at None comes from the recipe or the field default. The images passed to `fit` are the
 training split (normalised with their own pixel statistics); there is no validation split inside a
@@ -28,7 +28,7 @@ from fmlab.config import TrainConfig
 from fmlab.data.split import pixel_stats
 from fmlab.errors import ConfigError
 from fmlab.runs import resolve
-from fmlab.train.loop import resolve_device, train
+from fmlab.training.loop import resolve_device, train
 
 SETTINGS = ("optimizer", "lr", "batch_size", "momentum", "nesterov", "weight_decay", "l1", "l2", "schedule",
             "step_size", "gamma", "label_smoothing", "augment", "crop", "flip", "rotate", "tta_flip", "precision",
@@ -98,7 +98,7 @@ class FmlabClassifier(NeuralNetClassifier):
     def fit(self, X: Any, y: Any = None, **fit_params: Any) -> FmlabClassifier:
         """Train on uint8 images through fmlab's engine; normalisation comes from these images only."""
         spec = self.train_config()
-        device = resolve_device(self.device)
+        device = resolve_device(self.device, self.model)
         images = as_images(X)
         labels = torch.as_tensor(np.asarray(y), dtype=torch.int64)
         fitted = train(spec, (images.to(device), labels.to(device)), None, pixel_stats(images.numpy()), device,

@@ -1,4 +1,4 @@
-"""Several runs side by side: each model's checked explanation (chosen by measurement, fmlab.evaluate.trust),
+"""Several runs side by side: each model's checked explanation (chosen by measurement, fmlab.evaluation.trust),
 the comparison view (Input | model A | model B | ...), how alike the models' maps are (against two seeds
 of the same model as the reference level), and robustness to shifts, rotations and noise."""
 
@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from fmlab.data import CLASS_NAMES, FashionMNIST
-from fmlab.evaluate import explain, plots, robustness, trust
-from fmlab.evaluate.runner import (
+from fmlab.evaluation import explain, plots, robustness, trust
+from fmlab.evaluation.runner import (
     REPORT_PER_CLASS,
     SELECT_PER_CLASS,
     Run,
@@ -120,6 +120,14 @@ def compare_runs(
         }
     seeds = {position: open_run(ref, data, device) for position, ref in (references or {}).items()}
     sample, truth = data.x_test[report], labels[report]
+    memo: dict[tuple[bool, int, str], np.ndarray] = {}
+
+    def class_maps(reference: bool, k: int, e: explain.Explainer) -> np.ndarray:
+        """Model k's (or its other seed's) maps with explainer e, computed once however many pairs use them."""
+        if (reference, k, e.label) not in memo:
+            memo[reference, k, e.label] = _class_maps(seeds[k] if reference else runs[k], e, sample, truth)
+        return memo[reference, k, e.label]
+
     agreement = {}
     for (i, a), (j, b) in combinations(enumerate(names), 2):
         # one method for both (each at its own most faithful layer for it), so the maps differ by model only
@@ -127,10 +135,10 @@ def compare_runs(
         pair = [trust.best_with(analyses[k][0].candidates, method) for k in (i, j)]
         if None in pair:  # no method in common (a CNN and an FFNN): each model's own
             pair = [analyses[k][0].explainer for k in (i, j)]
-        maps = [_class_maps(runs[k], e, sample, truth) for k, e in zip((i, j), pair, strict=True)]
+        maps = [class_maps(False, k, e) for k, e in zip((i, j), pair, strict=True)]
         result = {**trust.agreement(maps[0], maps[1], truth, CLASS_NAMES, seed),
                   "explainers": " / ".join(dict.fromkeys(e.label for e in pair))}
-        refs = {names[k]: trust.agreement(m, _class_maps(seeds[k], e, sample, truth), truth, CLASS_NAMES, seed)
+        refs = {names[k]: trust.agreement(m, class_maps(True, k, e), truth, CLASS_NAMES, seed)
                 for k, e, m in zip((i, j), pair, maps, strict=True) if k in seeds}
         agreement[f"{a} vs {b}"] = {"a": a, "b": b, **result, "seed_reference": refs,
                                     "sentence": agreement_sentence(a, b, result, refs)}

@@ -1,7 +1,7 @@
 """Attribution maps via captum, the candidates a CNN is explained with, deletion/insertion curves per image,
 and the overlay grids (the side-by-side comparison view).
 
-For a CNN the method and layer are chosen by measurement (fmlab.evaluate.trust): Grad-CAM, HiResCAM
+For a CNN the method and layer are chosen by measurement (fmlab.evaluation.trust): Grad-CAM, HiResCAM
 (gradient x activation summed over channels, which keeps the map's resolution faithful to the layer's) and
 guided Grad-CAM, each at every post-activation feature map the registry lists. Non-CNNs are explained with
 input gradients and integrated gradients.
@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from fmlab import models
-from fmlab.evaluate.plots import new_figure
+from fmlab.evaluation.plots import new_figure
 
 IG_STEPS = 32
 LABELS = {"gradcam": "Grad-CAM", "hirescam": "HiResCAM", "guided_gradcam": "Guided Grad-CAM",

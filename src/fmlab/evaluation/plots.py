@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
-from fmlab.evaluate.metrics import roc_curves
+from fmlab.evaluation.metrics import roc_curves
 from fmlab.io import atomic_path
 
 DPI = 100

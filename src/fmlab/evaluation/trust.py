@@ -24,7 +24,7 @@ import torch
 from scipy.stats import rankdata
 from torch import nn
 
-from fmlab.evaluate.explain import Explainer, candidates, deletion_insertion, random_maps
+from fmlab.evaluation.explain import Explainer, candidates, deletion_insertion, random_maps
 
 RANDOM_ORDERS = 3
 RANDOM_SEED = 7919

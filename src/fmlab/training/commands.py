@@ -57,34 +57,19 @@ def train(
     force: Annotated[bool, Opt("--force", help="Replace the run already in --out.")] = False,
 ) -> None:
     """Train one model and write its spec, history, predictor checkpoint, test predictions and metrics."""
-    from fmlab.config import read_toml
-    from fmlab.data import load
-    from fmlab.runs import RunDir, resolve
-    from fmlab.train.fit import fit
+    from fmlab import api
 
     options = {
-        "model": model, "lr": lr, "batch_size": batch_size, "epochs": epochs, "optimizer": optimizer,
+        "lr": lr, "batch_size": batch_size, "epochs": epochs, "optimizer": optimizer,
         "momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay, "l1": l1, "l2": l2,
         "dropout": dropout, "schedule": schedule, "label_smoothing": label_smoothing, "augment": augment,
         "early_stopping": early_stopping, "train_size": train_size, "val_size": val_size, "seed": seed,
         "threads": threads, "model_args": parse_pairs(arg) if arg else None,
     }
-    given = {k: v for k, v in options.items() if v is not None}
-    run = RunDir(out)
-    if resume:
-        if force:
-            raise ConfigError("--resume continues the run in --out and --force replaces it; choose one")
-        if given or config:
-            flags = ", ".join(f"--{k.replace('_', '-')}" for k in given) or "--config"
-            raise ConfigError(f"--resume continues the saved run as it was; drop {flags} "
-                              "(or start afresh with --force)")
-        spec, _ = run.read_spec()
-    else:
-        layers = [(str(config), read_toml(config))] if config else []
-        spec = resolve([*layers, ("options", given)])
-    result = fit(spec, run, data=load(data_dir), device=device, resume=resume, force=force)
-    m = result.metrics
+    run = api.train(model, config=config, out=out, device=device, data_dir=data_dir, resume=resume, force=force,
+                    **{k: v for k, v in options.items() if v is not None})
+    m = run.metrics
     typer.echo(
-        f"{spec.model}: {m['status']}, test accuracy {m['test_acc']:.2%} (loss {m['test_loss']:.4f}), "
+        f"{run.model}: {m['status']}, test accuracy {m['test_acc']:.2%} (loss {m['test_loss']:.4f}), "
         f"best epoch {m['best_epoch']}, {m['train_time_s']:.1f}s training, {m['params']:,} parameters -> {out}"
     )

@@ -16,7 +16,7 @@ from fmlab.config import TrainConfig
 from fmlab.data import FashionMNIST, load, make_split
 from fmlab.errors import Interrupted
 from fmlab.runs import Predictor, RunDir, RunDirError, require_resolved, run_key
-from fmlab.train.loop import Callback, Fitted, resolve_device, score, torch_threads, train
+from fmlab.training.loop import Callback, Fitted, resolve_device, score, torch_threads, train
 
 
 @dataclass
@@ -60,7 +60,7 @@ def fit(
     run = RunDir(out) if out is not None and not isinstance(out, RunDir) else out
     data = data if data is not None else load()
     key = run_key(spec, data.checksums)
-    dev = resolve_device(device)
+    dev = resolve_device(device, spec.model)
     state = None
     if run is not None and resume:
         if not run.has_state():

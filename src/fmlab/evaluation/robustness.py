@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from fmlab.evaluate.plots import new_figure
+from fmlab.evaluation.plots import new_figure
 
 SHIFTS = (1, 2, 3, 4)  # pixels
 ROTATIONS = (5, 10, 15)  # degrees

@@ -19,8 +19,8 @@ import torch
 from fmlab.config import TrainConfig
 from fmlab.data import CLASS_NAMES, FashionMNIST, make_split
 from fmlab.errors import ConfigError, OutputError
-from fmlab.evaluate import calibration, complexity, explain, plots, trust
-from fmlab.evaluate import metrics as M
+from fmlab.evaluation import calibration, complexity, explain, plots, trust
+from fmlab.evaluation import metrics as M
 from fmlab.runs import EvalDir, Predictor, RunDir, images_digest
 
 SELECT_PER_CLASS = 10  # validation images per class on which a CNN's explainer is chosen
@@ -127,7 +127,7 @@ class Evaluation:
 def evaluate_numbers(run: Run, data: FashionMNIST, device: torch.device, seed: int, timing_s: float,
                      figures: bool = True, explain_it: bool = False) -> Evaluation:
     """The numbers, the text report and (with `figures`) the figures of one run; nothing written yet. With
-    `explain_it`, the explainer is chosen and checked (fmlab.evaluate.trust) and its maps drawn."""
+    `explain_it`, the explainer is chosen and checked (fmlab.evaluation.trust) and its maps drawn."""
     labels, probs = data.y_test, run.probs
     title = f"{run.name} ({run.run.path.name})"
     result = M.compute(labels, probs, CLASS_NAMES)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,18 +27,16 @@ def evaluate(
     """Metrics, calibration, classification report, figures, complexity and a checked explanation (its method
     and layer chosen by measurement) for each run; with several runs, also the side-by-side comparison view,
     the agreement of the models' maps and their robustness to shifts, rotations and noise."""
-    from fmlab.evaluate.comparison import compare_runs
-    from fmlab.evaluate.runner import evaluate_run
+    from fmlab import api
 
     if len(run_dirs) == 1:
-        r = evaluate_run(run_dirs[0], out, data_dir=data_dir, seed=seed, explain_it=True)
+        r = api.evaluate(run_dirs[0], out, data_dir=data_dir, seed=seed)
         typer.echo(_line(run_dirs[0].name, r["model"], r, r["explanation"]))
         typer.echo(f"-> {r['out_dir']}")
         return
-    target = out or Path(os.path.commonpath([p.resolve() for p in run_dirs])) / "comparison"
-    summary = compare_runs(run_dirs, target, data_dir=data_dir, seed=seed)
+    summary = api.compare(run_dirs, out, data_dir=data_dir, seed=seed)
     for name, r in summary["models"].items():
         typer.echo(_line(name, r["model"], r, r["explanation"]))
     for pair in summary["agreement"].values():
         typer.echo(pair["sentence"])
-    typer.echo(f"-> {target} (the comparison view, its numbers, one folder per run)")
+    typer.echo(f"-> {summary['out_dir']} (the comparison view, its numbers, one folder per run)")

@@ -23,8 +23,8 @@ from fmlab.data.augment import augment
 from fmlab.errors import ConfigError, FmlabError, Interrupted
 from fmlab.runs.predictor import Predictor
 from fmlab.runs.spec import require_resolved
-from fmlab.train.learners import NumpyLearner, TorchLearner
-from fmlab.train.progress import Reporter
+from fmlab.training.learners import NumpyLearner, TorchLearner
+from fmlab.training.progress import Reporter
 
 Callback = Callable[[int, dict[str, float]], None]
 Arrays = tuple[torch.Tensor, torch.Tensor]  # uint8 images (N, 1, 28, 28) and int64 labels, on the device
@@ -40,7 +40,12 @@ class Fitted:
     predictor: Predictor
 
 
-def resolve_device(name: str | torch.device) -> torch.device:
+def resolve_device(name: str | torch.device, model: str | None = None) -> torch.device:
+    """Where `model` trains: `auto` is CUDA, else MPS, else the CPU; the NumPy model trains on the CPU only."""
+    if model is not None and models.get(model).numpy:
+        if str(name) not in ("auto", "cpu"):
+            raise FmlabError(f"'{model}' is the NumPy model and runs on the CPU only; use --device cpu or auto")
+        return torch.device("cpu")
     if isinstance(name, torch.device):
         return name
     if name == "auto":
@@ -79,8 +84,6 @@ def score(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
 def build_learner(spec: TrainConfig, device: torch.device, steps_per_epoch: int) -> TorchLearner | NumpyLearner:
     torch.manual_seed(spec.seed)
     if models.get(spec.model).numpy:
-        if device.type != "cpu":
-            raise FmlabError(f"'{spec.model}' is the NumPy model and runs on the CPU only; use --device cpu")
         return NumpyLearner(spec, steps_per_epoch)
     return TorchLearner(models.build(spec.model, **spec.model_args), spec, device, steps_per_epoch)
 
