@@ -109,8 +109,9 @@ class Run:
 
     def _repr_html_(self) -> str:
         m = self.metrics
+        best_val = "n/a" if m.get("best_val_acc") is None else f"{m['best_val_acc']:.2%}"  # a diverged run has none
         rows = [("model", self.model), ("test accuracy", f"{self.test_acc:.2%}"),
-                ("test loss", f"{m['test_loss']:.4f}"), ("best validation accuracy", f"{m['best_val_acc']:.2%}"),
+                ("test loss", f"{m['test_loss']:.4f}"), ("best validation accuracy", best_val),
                 ("epochs", f"{m['epochs_run']} ({m['status']})"), ("training time", f"{m['train_time_s']:.1f} s"),
                 ("parameters", f"{m['params']:,}"), ("precision / device", f"{m['precision']} / {m['device']}"),
                 ("folder", str(self.path))]
