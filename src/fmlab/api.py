@@ -345,14 +345,12 @@ def tune_grid(models: str | Sequence[str], params: Mapping[str, Sequence[Any]], 
     once on the test set. Options: cv, halving, executor, scheduler, train_size, val_size, epochs, seed,
     device. Returns the best setting overall and per model, its scores and the result files."""
     from fmlab.config import GridSection, validate
-    from fmlab.tune import run_grid
-    from fmlab.tune.grid import check_options
+    from fmlab.tune import check_grid, run_grid
 
     names = [models] if isinstance(models, str) else list(models)
     section = validate(GridSection, {"models": names, "params": {k: list(v) for k, v in params.items()}, **options},
                        "options")
-    check_options(section.models, section.params, cv=section.cv, halving=section.halving,
-                  executor=section.executor, scheduler=section.scheduler)  # before any data is loaded
+    check_grid(section)
     return run_grid(section, Path(out), load_data(data_dir))
 
 
@@ -362,13 +360,12 @@ def tune_optuna(model: str, trials: int = 20, *, out: PathLike = "runs/tune-optu
     `storage`). Options: storage, study_name, pruner, timeout, space (TOML file or dict), sampler_seed,
     train_size, val_size, epochs, seed, device. Returns the best trial, importances and the result files."""
     from fmlab.config import OptunaSection, validate
-    from fmlab.tune import run_optuna
-    from fmlab.tune.optuna_search import load_space, parse_space
+    from fmlab.tune import check_optuna, run_optuna
 
     if isinstance(options.get("space"), os.PathLike):
         options["space"] = str(options["space"])
     section = validate(OptunaSection, {"model": model, "trials": trials, **options}, "options")
-    parse_space(*load_space(section.space), model)  # a bad space fails before any data is loaded
+    check_optuna(section)
     return run_optuna(section, Path(out), load_data(data_dir))
 
 

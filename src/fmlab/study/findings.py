@@ -18,16 +18,21 @@ def pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
 
-def ci_range(m: dict[str, float]) -> str:
+def clipped_ci(m: dict[str, float]) -> tuple[float, float]:
     """An accuracy's 95% interval over seeds, clipped to what an accuracy can be (few seeds give wide t ones)."""
-    return f"{pct(max(m['ci_low'], 0.0))}\u2013{pct(min(m['ci_high'], 1.0))}"
+    return max(m["ci_low"], 0.0), min(m["ci_high"], 1.0)
+
+
+def ci_range(m: dict[str, float]) -> str:
+    low, high = clipped_ci(m)
+    return f"{pct(low)}\u2013{pct(high)}"
 
 
 def ci_text(m: dict[str, float]) -> str:
     """An accuracy with its spread and its interval over seeds (clipped to what an accuracy can be)."""
     if m["n"] < 2:
         return f"{pct(m['mean'])} (1 seed)"
-    low, high = max(m["ci_low"], 0.0), min(m["ci_high"], 1.0)
+    low, high = clipped_ci(m)
     return f"{pct(m['mean'])} ± {100 * m['std']:.2f} (95% CI {pct(low)} to {pct(high)}, {m['n']} seeds)"
 
 

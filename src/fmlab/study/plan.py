@@ -119,20 +119,18 @@ def with_tuned(study: StudyConfig, tune_summary: dict[str, Any] | None) -> Study
 
 def check_tune(study: StudyConfig) -> None:
     """The [tune] table's searches, checked the way they will run (models, grid values, search space)."""
-    from fmlab.tune.grid import check_options
-    from fmlab.tune.optuna_search import load_space, parse_space
+    from fmlab.tune import check_grid, check_optuna
 
     tune = study.tune
     if tune is None or (tune.grid is None and tune.optuna is None):
         raise ConfigError("tune: the [tune] table is empty; add a 'grid' or an 'optuna' table")
     if tune.grid is not None:
-        g = tune.grid
         try:
-            check_options(g.models, g.params, cv=g.cv, halving=g.halving, executor=g.executor, scheduler=g.scheduler)
+            check_grid(tune.grid)
         except ConfigError as exc:
             raise ConfigError(f"tune.grid: {exc}") from None
     if tune.optuna is not None:
-        parse_space(*load_space(tune.optuna.space), tune.optuna.model)
+        check_optuna(tune.optuna)
     searched = {*(tune.grid.models if tune.grid else []), *([tune.optuna.model] if tune.optuna else [])}
     for family, fam in study.families.items():
         taken = sorted(set(TUNED.values()) & set(fam.variants))

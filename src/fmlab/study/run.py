@@ -156,9 +156,9 @@ a line per event, `status` (for a terminal) a one-line progress bar whenever a t
     if study.tune is not None:  # first: its best settings become each searched family's tuned variant
         from fmlab.tune import run_tune_section
 
-        run_tune_section(searched_split(study), layout, data, log)
-        trials = plan(study, layout.read_tune_summary())
-        study = with_tuned(study, layout.read_tune_summary())
+        searches = run_tune_section(searched_split(study), layout, data, log)
+        trials = plan(study, searches)
+        study = with_tuned(study, searches)
     tune_s = time.perf_counter() - start
     evaluate = study.evaluate.model_dump()
     jobs = [

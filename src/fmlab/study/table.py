@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from fmlab.io import csv_cell
+from fmlab.study.findings import clipped_ci
 
 FORMATS = ("latex", "markdown", "csv")
 HEADER = ("Model", "Variant", "Accuracy (%)", "95% CI", "Macro F1", "Macro AUC", "ECE", "Parameters", "Train s")
@@ -37,8 +38,8 @@ def _cells(summary: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
         test = vs_baseline.get(f"{r['family']}/{r['variant']}")
         acc = r["accuracy"]
         std = "" if acc["std"] is None else f" ± {100 * acc['std']:.2f}"
-        ci = "" if acc["ci_low"] is None else (  # clipped to what an accuracy can be, as in the report
-            f"{100 * max(acc['ci_low'], 0.0):.2f}{DASH}{100 * min(acc['ci_high'], 1.0):.2f}")
+        low, high = (None, None) if acc["ci_low"] is None else clipped_ci(acc)
+        ci = "" if low is None else f"{100 * low:.2f}{DASH}{100 * high:.2f}"
         out.append({
             "values": [r["title"], r["variant"], f"{100 * acc['mean']:.2f}{std}", ci, _num(r["macro_f1"], 4),
                        _num(r["macro_auc"], 4), _num(r["ece"], 3), f"{r['params']['mean']:,.0f}",

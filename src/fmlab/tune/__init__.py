@@ -14,7 +14,24 @@ from fmlab.config import GridSection, OptunaSection, TuneConfig
 from fmlab.data import FashionMNIST
 from fmlab.runs import StudyDir
 
-__all__ = ["GridSection", "OptunaSection", "run_grid", "run_optuna", "run_tune_section"]
+__all__ = ["GridSection", "OptunaSection", "check_grid", "check_optuna", "run_grid", "run_optuna",
+           "run_tune_section"]
+
+
+def check_grid(section: GridSection) -> None:
+    """The grid search of `section` checked the way it will run (models, grid values, options), before any data
+    is loaded."""
+    from fmlab.tune.grid import check_options
+
+    check_options(section.models, section.params, cv=section.cv, halving=section.halving,
+                  executor=section.executor, scheduler=section.scheduler)
+
+
+def check_optuna(section: OptunaSection) -> None:
+    """The Optuna search space of `section` checked for its model, before any data is loaded."""
+    from fmlab.tune.optuna_search import load_space, parse_space
+
+    parse_space(*load_space(section.space), section.model)
 
 
 def run_grid(section: GridSection, out_dir: Path, data: FashionMNIST | None, test: bool = True) -> dict[str, Any]:
