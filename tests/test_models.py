@@ -143,6 +143,26 @@ def test_dropout_changes_train_mode_but_not_eval_mode(name):
         torch.testing.assert_close(plain(x), plain(x))
 
 
+@pytest.mark.parametrize("p", [0.2, 0.3, 0.5])
+def test_cpu_dropout_drops_at_its_rate_and_keeps_the_mean(p):
+    from fmlab.models.registry import Dropout
+
+    layer, x = Dropout(p), (torch.rand(400, 1000, dtype=torch.bfloat16) + 0.5).requires_grad_()
+    torch.manual_seed(3)
+    y = layer(x)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - p) < 0.005  # 400k draws: 0.005 is over 6 standard deviations
+    kept = y != 0
+    torch.testing.assert_close(y[kept].float(), x[kept].float() / (1 - p), rtol=0.01, atol=0)
+    y.float().sum().backward()  # the gradient flows through the kept units only, with the same scale
+    torch.testing.assert_close(x.grad.float(), kept.float() / (1 - p), rtol=0.01, atol=0)
+    torch.manual_seed(3)
+    assert torch.equal(layer(x), y)  # the seed decides the mask
+    assert not torch.equal(layer(x), y)
+    layer.eval()
+    assert torch.equal(layer(x), x)
+
+
 def test_models_command_lists_every_model_with_its_recipe(capsys):
     import json
 

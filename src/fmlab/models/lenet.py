@@ -12,7 +12,7 @@ from collections import OrderedDict
 
 from torch import Tensor, nn
 
-from fmlab.models.registry import check_choice, check_dropout, make_activation, register
+from fmlab.models.registry import Dropout, check_choice, check_dropout, make_activation, register
 
 POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
 # LeNet-5 and simple-cnn train alike, so comparing them compares architectures; a one-cycle schedule at 3e-3
@@ -50,10 +50,10 @@ class LeNet5(nn.Module):
                 flatten=nn.Flatten(),
                 fc1=nn.Linear(16 * 5 * 5, 120),
                 act3=make_activation(activation),
-                drop1=nn.Dropout(dropout),
+                drop1=Dropout(dropout),
                 fc2=nn.Linear(120, 84),
                 act4=make_activation(activation),
-                drop2=nn.Dropout(dropout),
+                drop2=Dropout(dropout),
                 out=nn.Linear(84, 10),
             )
         )

@@ -9,7 +9,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from fmlab.models.registry import check_dropout, register
+from fmlab.models.registry import Dropout, check_dropout, register
 
 
 @register(
@@ -22,5 +22,5 @@ from fmlab.models.registry import check_dropout, register
 class LogReg(nn.Sequential):
     def __init__(self, dropout: float) -> None:
         super().__init__(
-            OrderedDict(flatten=nn.Flatten(), drop=nn.Dropout(check_dropout(dropout)), fc=nn.Linear(28 * 28, 10))
+            OrderedDict(flatten=nn.Flatten(), drop=Dropout(check_dropout(dropout)), fc=nn.Linear(28 * 28, 10))
         )

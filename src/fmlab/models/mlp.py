@@ -14,6 +14,7 @@ from torch import nn
 
 from fmlab.models.registry import (
     ACTIVATIONS,
+    Dropout,
     check_choice,
     check_dropout,
     check_positive_ints,
@@ -21,7 +22,9 @@ from fmlab.models.registry import (
     register,
 )
 
-MLP_DEFAULTS: dict[str, Any] = {"hidden": (512, 256), "activation": "relu", "dropout": 0.2}
+# no dropout by default: at the recipe's 10 epochs, dropout 0.2 cost 0.4 pp (89.41% vs 89.78%, 3 seeds) and 30% more
+# time per step (README, "Performance")
+MLP_DEFAULTS: dict[str, Any] = {"hidden": (512, 256), "activation": "relu", "dropout": 0.0}
 
 
 def check_mlp_args(hidden: Any, activation: Any, dropout: Any) -> tuple[tuple[int, ...], str, float]:
@@ -43,7 +46,8 @@ def layer_sizes(hidden: Sequence[int]) -> list[tuple[str, int, int]]:
 @register(
     "mlp",
     defaults=MLP_DEFAULTS,
-    description="Feed-forward network in torch: hidden Linear layers (512-256) with relu/tanh/gelu and dropout 0.2.",
+    description="Feed-forward network in torch: hidden Linear layers (512-256) with relu/tanh/gelu, dropout 0 "
+    "by default.",
     family="ffnn",
     # the time-to-accuracy recipe (benchmarks/time_to_accuracy.py): batch 512 halves the steps, and its larger
     # matrix products are where bf16 pays (README, "Performance")
@@ -57,5 +61,5 @@ class MLP(nn.Sequential):
             layers[name] = nn.Linear(fan_in, fan_out)
             if name != "out":
                 layers[f"act{i}"] = make_activation(activation)
-                layers[f"drop{i}"] = nn.Dropout(dropout)
+                layers[f"drop{i}"] = Dropout(dropout)
         super().__init__(layers)

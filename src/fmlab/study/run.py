@@ -10,6 +10,7 @@ its spec (thread count included) and data.
 from __future__ import annotations
 
 import functools
+import json
 import multiprocessing
 import os
 import queue
@@ -22,9 +23,10 @@ from fmlab import models
 from fmlab.config import StudyConfig, TrainConfig, load_study
 from fmlab.data import FashionMNIST, load, locate
 from fmlab.errors import ConfigError, FmlabError
+from fmlab.evaluation.complexity import count_macs
 from fmlab.io import make_dir
 from fmlab.runs import RunDir, StudyDir
-from fmlab.study.plan import plan, searched_split, with_tuned
+from fmlab.study.plan import Trial, plan, searched_split, with_tuned
 from fmlab.study.progress import Progress, duration
 
 EXECUTORS = ("local", "dask")
@@ -81,6 +83,18 @@ def run_trial(spec: dict[str, Any], run_dir: str, key: str, data_dir: str | None
     record = {"key": key, "status": result.status, "wall_s": time.perf_counter() - t0}
     run.mark_done(record)
     return record
+
+
+def longest_first(trials: list[Trial]) -> list[Trial]:
+    """`trials` by their training work (epochs x images x multiply-adds per image), most first: the short ones
+    then fill the last gaps beside the long ones instead of a long one running alone at the end."""
+    macs = functools.cache(lambda model, args: count_macs(models.build(model, **json.loads(args))))
+
+    def work(t: Trial) -> int:
+        images = t.spec.train_size or 60_000 - t.spec.val_size
+        return t.spec.epochs * images * macs(t.spec.model, json.dumps(t.spec.model_args))
+
+    return sorted(trials, key=work, reverse=True)
 
 
 def _local(jobs: list[tuple[Any, ...]], on_start: Callable[[int], None],
@@ -160,6 +174,7 @@ a line per event, `status` (for a terminal) a one-line progress bar whenever a t
         trials = plan(study, searches)
         study = with_tuned(study, searches)
     tune_s = time.perf_counter() - start
+    trials = longest_first(trials)
     evaluate = study.evaluate.model_dump()
     jobs = [
         (t.spec.model_dump(mode="json"), str(layout.trial(t.family, t.variant, t.seed).path), t.key(data.checksums),
