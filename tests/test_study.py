@@ -21,7 +21,7 @@ from fmlab.config import StudyConfig, load_study, validate
 from fmlab.errors import ConfigError
 from fmlab.runs import RunDir, StudyDir
 from fmlab.study.plan import plan
-from fmlab.study.run import run_study
+from fmlab.study.run import longest_first, run_study
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,6 +96,25 @@ def test_plan_expands_families_variants_and_seeds_with_overrides_in_order():
     keys = [t.key({"f": "x"}) for t in trials]
     assert len(set(keys)) == len(keys) and keys == [t.key({"f": "x"}) for t in plan(study)]
     assert trials[0].key({"f": "x"}) != trials[0].key({"f": "y"})  # data checksums are part of the key
+
+
+def test_trials_start_longest_first_and_equal_ones_keep_the_plan_order():
+    study = validate(StudyConfig, {
+        "seeds": [0, 1],
+        "defaults": {"epochs": 4},
+        "families": {
+            "lin": {"model": "logreg"},
+            "small": {"model": "simple-cnn", "variants": {"long": {"epochs": 40}, "subset": {"train_size": 200}}},
+            "lenet": {"model": "lenet5"},
+        },
+    })
+    order = [(t.family, t.variant, t.seed) for t in longest_first(plan(study))]
+    # simple-cnn x 40 epochs > LeNet-5 (2.6x its MACs) x 4 > simple-cnn x 4 > logreg x 4 > simple-cnn on 200 images
+    assert order == [
+        ("small", "long", 0), ("small", "long", 1), ("lenet", "baseline", 0), ("lenet", "baseline", 1),
+        ("small", "baseline", 0), ("small", "baseline", 1), ("lin", "baseline", 0), ("lin", "baseline", 1),
+        ("small", "subset", 0), ("small", "subset", 1),
+    ]
 
 
 @pytest.mark.parametrize("body,message", [
@@ -254,24 +273,24 @@ def test_a_killed_study_without_a_device_keeps_finished_epochs_and_ends_as_if_ne
     out = tmp_path / "study"
     study_file = tiny(tmp_path, epochs=2)
     assert "device" not in study_file.read_text()
-    run = StudyDir(out).trial("small", "baseline", 0)
+    run = StudyDir(out).trial("small", "baseline", 1)  # the second trial: the CNN's go first (longest first)
     _killed_mid_trial(study_file, out, run)
     assert run.has_state(), "the study finished or stalled before the kill point"
     saved = (run.path / RunDir.HISTORY).read_text().splitlines()
     assert len(saved) == 2  # the header and epoch 1
     for path in out.rglob("*.json"):  # every file a reader can see is whole
         json.loads(path.read_text())
-    page = StudyDir(out).report.read_text()  # the report to read while it runs: the 4 logreg trials are done
-    assert 'id="in-progress"' in page and "In progress: 4 of 6 trials finished" in page
-    finished = StudyDir(out).trial("lin", "l2", 1).read_metrics()["test_acc"]
-    assert f"{100 * finished:.2f}%" in page and page.count(">waiting<") == 2
+    page = StudyDir(out).report.read_text()  # the report to read while it runs: the first CNN trial is done
+    assert 'id="in-progress"' in page and "In progress: 1 of 6 trials finished" in page
+    finished = StudyDir(out).trial("small", "baseline", 0).read_metrics()["test_acc"]
+    assert f"{100 * finished:.2f}%" in page and page.count(">waiting<") == 5
     result = subprocess.run([sys.executable, "-m", "fmlab", "study", "run", str(study_file), "--out", str(out)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "\x1b" not in result.stderr and "[6/6 done, " in result.stderr  # not a terminal: plain lines, no bar
     resumed = (run.path / RunDir.HISTORY).read_text().splitlines()
     assert resumed[:2] == saved and len(resumed) == 3  # epoch 1 kept to the last digit of its time, not retrained
-    reference = StudyDir(tiny_study).trial("small", "baseline", 0)
+    reference = StudyDir(tiny_study).trial("small", "baseline", 1)
     assert without_seconds(run.read_history()) == without_seconds(reference.read_history())
     assert all(torch.equal(a, b) for a, b in zip(weights(run).values(), weights(reference).values(), strict=True))
     assert accuracies(out) == accuracies(tiny_study)
@@ -587,7 +606,7 @@ def test_a_terminal_gets_a_bar_redrawn_in_place(tmp_path, real_data):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     os.close(primary)
-    assert "\r\x1b[2K[" in shown and " trials, running lin/baseline/seed0, " in shown
+    assert "\r\x1b[2K[" in shown and " trials, running small/baseline/seed0, " in shown
     assert "\r\x1b[2K  [1/6 done, " in shown and "] 1/6 trials, running " in shown  # a log line clears the bar
 
 

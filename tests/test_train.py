@@ -217,7 +217,7 @@ def test_recipe_fills_only_what_the_config_leaves_unset():
     recipe = models.recipe("mlp")
     spec = resolve([("test", {"model": "mlp", "lr": 0.5, "model_args": {"activation": "tanh"}})])
     assert spec.lr == 0.5 and spec.schedule == recipe["schedule"] == "onecycle"  # same optimiser: the group stays
-    assert spec.model_args == {"hidden": [512, 256], "activation": "tanh", "dropout": 0.2}
+    assert spec.model_args == {"hidden": [512, 256], "activation": "tanh", "dropout": 0.0}
     assert resolve([("t", {"model": "logreg"})]).schedule == "onecycle"
     assert resolve([("t", {"model": "logreg"})]).batch_size == 128
 
