@@ -368,6 +368,10 @@ def test_quick_study_writes_report_tables_and_tuning(quick_study):
     best = summary["best"]["cnn"]  # the figures the report shows are those of each family's best variant
     assert layout.comparison.run("cnn").read_metrics()["run"] == str(layout.trial("cnn", best, 0).path)
     assert layout.comparison.run("cnn").figure("roc").is_file()
+    cost = html[html.index('id="cost-table"'):]
+    for family in summary["best"]:  # speed as timed alone in the comparison, not beside another trial
+        timed = layout.comparison.run(family).read_metrics()["complexity"]
+        assert f'<td>{int(timed["throughput_images_per_s"]):,}</td><td>{timed["latency_ms"]:.2f}</td>' in cost
     tune = layout.read_tune_summary()
     assert set(tune["grid"]["best_by_model"]) == {"logreg", "simple-cnn"} and tune["optuna"]["n_trials"] == 3
     # the searches ran first, on the study's validation split, never scoring the test set ...
