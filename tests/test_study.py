@@ -108,7 +108,7 @@ def test_trials_start_longest_first_and_equal_ones_keep_the_plan_order():
             "lenet": {"model": "lenet5"},
         },
     })
-    order = [(t.family, t.variant, t.seed) for t in longest_first(plan(study))]
+    order = [(t.family, t.variant, t.seed) for t in longest_first(plan(study), 60_000)]
     # simple-cnn x 40 epochs > LeNet-5 (2.6x its MACs) x 4 > simple-cnn x 4 > logreg x 4 > simple-cnn on 200 images
     assert order == [
         ("small", "long", 0), ("small", "long", 1), ("lenet", "baseline", 0), ("lenet", "baseline", 1),

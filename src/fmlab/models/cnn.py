@@ -82,10 +82,10 @@ def conv_block(c_in: int, c_out: int, convs: int = 1) -> nn.Sequential:
     explain_layers=("features.block1.act", "features.block2.act", "features.block3.act"),
     explainer=("guided_gradcam", "features.block3.act"),
     family="cnn",
-    # the time-to-accuracy recipe (benchmarks/time_to_accuracy.py): a large one-cycle rate at batch 512 (13% less
-    # time per image than 256; 2e-2 beat 1e-2, 1.5e-2 and 3e-2 there), AdamW's decoupled decay, and flips averaged
-    # again at test time (the footwear faces left, so mirrors need training); no dropout: at this budget it cost
-    # accuracy per epoch (README, "Performance")
+    # the time-to-accuracy recipe (benchmarks/time_to_accuracy.py): a large one-cycle rate at batch 512 (fewer,
+    # larger steps take less time per image; the rate chosen by measurement), AdamW's decoupled decay, and flips
+    # averaged again at test time (the footwear faces left, so mirrors need training); no dropout: at this budget
+    # it cost accuracy per epoch (README, "Performance")
     recipe={"epochs": 10, "batch_size": 512, "lr": 2e-2, "weight_decay": 0.05, "schedule": "onecycle",
             "label_smoothing": 0.1, "augment": True, "crop": 0, "tta_flip": True},
 )

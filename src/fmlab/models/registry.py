@@ -154,10 +154,10 @@ def check_choice(key: str, value: Any, choices: Sequence[str]) -> str:
 
 
 class Dropout(nn.Dropout):
-    """Inverted dropout whose CPU mask comes from 16-bit random integers: torch's CPU bernoulli_ drew one
-    double per element and took 43% of the torch FFNN's bf16 training step (README, "Performance"); this
-    mask costs a third of it. The drop rate is p rounded to a multiple of 1/32768, kept exact by the scale.
-    Evaluation and other devices use nn.Dropout unchanged."""
+    """Inverted dropout whose CPU mask comes from 16-bit random integers instead of torch's CPU bernoulli_,
+    which draws one double per element and dominated the torch FFNN's training step (README, "Performance").
+    The drop rate is p rounded to a multiple of 1/32768, kept exact by the scale. Evaluation and other
+    devices use nn.Dropout unchanged."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0 or x.device.type != "cpu":

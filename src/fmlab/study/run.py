@@ -10,7 +10,6 @@ its spec (thread count included) and data.
 from __future__ import annotations
 
 import functools
-import json
 import multiprocessing
 import os
 import queue
@@ -85,14 +84,14 @@ def run_trial(spec: dict[str, Any], run_dir: str, key: str, data_dir: str | None
     return record
 
 
-def longest_first(trials: list[Trial]) -> list[Trial]:
+def longest_first(trials: list[Trial], n_train: int) -> list[Trial]:
     """`trials` by their training work (epochs x images x multiply-adds per image), most first: the short ones
-    then fill the last gaps beside the long ones instead of a long one running alone at the end."""
-    macs = functools.cache(lambda model, args: count_macs(models.build(model, **json.loads(args))))
+    then fill the last gaps beside the long ones instead of a long one running alone at the end. `n_train`:
+    the images of the official training set, which a trial's validation split comes out of."""
 
     def work(t: Trial) -> int:
-        images = t.spec.train_size or 60_000 - t.spec.val_size
-        return t.spec.epochs * images * macs(t.spec.model, json.dumps(t.spec.model_args))
+        images = t.spec.train_size or n_train - t.spec.val_size
+        return t.spec.epochs * images * count_macs(models.build(t.spec.model, **t.spec.model_args))
 
     return sorted(trials, key=work, reverse=True)
 
@@ -174,7 +173,7 @@ a line per event, `status` (for a terminal) a one-line progress bar whenever a t
         trials = plan(study, searches)
         study = with_tuned(study, searches)
     tune_s = time.perf_counter() - start
-    trials = longest_first(trials)
+    trials = longest_first(trials, len(data.y_train))
     evaluate = study.evaluate.model_dump()
     jobs = [
         (t.spec.model_dump(mode="json"), str(layout.trial(t.family, t.variant, t.seed).path), t.key(data.checksums),
