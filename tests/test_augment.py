@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fmlab.data.augment import augment, hflip, random_crop, rotate
+from fmlab.data.augment import augment, hflip, random_crop, random_erase, rotate
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -22,7 +22,8 @@ FUNCTIONS = {
     "hflip": lambda x, g: hflip(x, 0.5, g),
     "crop": lambda x, g: random_crop(x, 3, g),
     "rotate": lambda x, g: rotate(x, 15.0, g),
-    "augment": lambda x, g: augment(x, g, flip=True, crop=2, degrees=10.0),
+    "erase": lambda x, g: random_erase(x, 0.5, g),
+    "augment": lambda x, g: augment(x, g, flip=True, crop=2, degrees=10.0, erase=0.5),
 }
 DTYPES = [torch.uint8, torch.float32, torch.float64]
 
@@ -147,7 +148,40 @@ def test_rotate_uint8_rounds_and_stays_in_range():
 def test_augment_order_and_switches():
     x = _batch(torch.uint8)
     assert torch.equal(augment(x, _gen(0), flip=False, crop=0, degrees=0.0), x)
-    # crop, then flip, then rotate, all from the one generator in that order
+    # crop, then flip, then rotate, then erase, all from the one generator in that order
     g = _gen(5)
-    expected = rotate(hflip(random_crop(x, 2, g), 0.5, g), 5.0, g)
-    assert torch.equal(augment(x, _gen(5), flip=True, crop=2, degrees=5.0), expected)
+    expected = random_erase(rotate(hflip(random_crop(x, 2, g), 0.5, g), 5.0, g), 0.5, g)
+    assert torch.equal(augment(x, _gen(5), flip=True, crop=2, degrees=5.0, erase=0.5), expected)
+
+
+def test_erase_fills_one_rectangle_of_the_drawn_size_with_random_pixels():
+    n = 2000
+    x = torch.full((n, 2, 28, 28), 0.5)
+    out = random_erase(x, 1.0, _gen(0))
+    assert torch.equal(random_erase(x, 0.0, _gen(0)), x)
+    changed = out != x
+    assert torch.equal(changed[:, 0], changed[:, 1])  # one rectangle across the channels, own noise in each
+    assert not torch.equal(out[:, 0], out[:, 1])
+    shares, ratios = [], []
+    for mask in changed[:, 0]:
+        rows, cols = mask.any(1).nonzero()[:, 0], mask.any(0).nonzero()[:, 0]
+        h, w = int(rows[-1] - rows[0]) + 1, int(cols[-1] - cols[0]) + 1
+        assert int(mask.sum()) == h * w  # the changed pixels fill their bounding box
+        shares.append(h * w / 784)
+        ratios.append(h / w)
+    shares_t, ratios_t = torch.tensor(shares), torch.tensor(ratios)
+    # area uniform in 2-40% (rounded to whole pixels; tall or wide ones are cut at the frame)
+    assert shares_t.min() >= 0.01 and shares_t.max() <= 0.45
+    assert 0.17 < float(shares_t.mean()) < 0.23
+    # height/width log-uniform in 0.3-3.3: symmetric about 1 on a log scale
+    assert abs(float(ratios_t.log().mean())) < 0.1 and ratios_t.min() < 0.5 and ratios_t.max() > 2
+    filled = out[changed]
+    assert 0.45 < float(filled.mean()) < 0.55 and float(filled.std()) > 0.25  # uniform noise, not a constant
+
+
+def test_erase_rate_and_uint8_noise():
+    x = torch.zeros(2000, 1, 28, 28, dtype=torch.uint8)
+    out = random_erase(x, 0.3, _gen(1))
+    erased = (out != x).flatten(1).any(1).float()
+    assert 0.26 < float(erased.mean()) < 0.34
+    assert out.dtype == torch.uint8 and int(out.max()) == 255 and 120 < float(out[out > 0].float().mean()) < 135

@@ -42,6 +42,13 @@ def test_same_seed_same_history_and_weights(model):
     assert not same_weights(weights(a), weights(c))
 
 
+def test_erase_changes_training_only_when_augmenting():
+    plain, erased = run(cfg(augment=True)), run(cfg(augment=True, erase=0.5))
+    assert not same_weights(weights(plain), weights(erased))
+    assert same_weights(weights(erased), weights(run(cfg(augment=True, erase=0.5))))
+    assert same_weights(weights(run(cfg(erase=0.5))), weights(run(cfg())))  # augment = false turns it off too
+
+
 def test_learns_synthetic_task():
     result = run(cfg(epochs=3))
     assert result.metrics["test_acc"] > 0.9

@@ -44,10 +44,12 @@ class TrainConfig(Strict):
     step_size: int = Field(5, ge=1, le=1000, description="Epochs between steps of the step schedule.")
     gamma: float = Field(0.1, gt=0, le=1, description="LR factor of the step and plateau schedules.")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy loss.")
-    augment: bool = Field(False, description="Augment training batches (crop, flip, rotate below).")
+    augment: bool = Field(False, description="Augment training batches (crop, flip, rotate, erase below).")
     crop: int = Field(2, ge=0, le=8, description="Random-crop padding in pixels (0: no crop).")
     flip: bool = Field(True, description="Random horizontal flips.")
     rotate: float = Field(0.0, ge=0, le=45, description="Largest random rotation in degrees.")
+    erase: float = Field(0.0, ge=0, le=1, description="Probability of random erasing: a rectangle of 2-40% of the "
+                                                       "image filled with random pixels.")
     tta_flip: bool = Field(False, description="Average predictions over the image and its mirror (needs flips).")
     early_stopping: int | None = Field(None, ge=1, le=1000, description="Stop after this many epochs without gain.")
     monitor: Literal["val_acc", "val_loss"] = Field("val_acc", description="What early stopping watches.")

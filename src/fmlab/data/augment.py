@@ -51,6 +51,33 @@ def rotate(x: torch.Tensor, max_degrees: float = 10.0, generator: torch.Generato
     return out.round().clamp(0, 255).to(x.dtype) if x.dtype == torch.uint8 else out.to(x.dtype)
 
 
+def random_erase(
+    x: torch.Tensor,
+    p: float = 0.5,
+    generator: torch.Generator | None = None,
+    area: tuple[float, float] = (0.02, 0.4),
+    aspect: tuple[float, float] = (0.3, 1 / 0.3),
+) -> torch.Tensor:
+    """Random erasing (Zhong et al. 2020): with probability p, fill a rectangle covering a uniform share
+    `area` of the image, its height/width ratio log-uniform in `aspect`, with random pixel values."""
+    if p <= 0:
+        return _batch(x)
+    n, _, h, w = _batch(x).shape
+    u = torch.rand(5, n, generator=generator)
+    share = area[0] + (area[1] - area[0]) * u[0]
+    ratio = torch.exp(math.log(aspect[0]) + (math.log(aspect[1]) - math.log(aspect[0])) * u[1])
+    eh = (share * h * w * ratio).sqrt().round().clamp(1, h)
+    ew = (share * h * w / ratio).sqrt().round().clamp(1, w)
+    top, left = ((h - eh + 1) * u[2]).floor(), ((w - ew + 1) * u[3]).floor()
+    rows, cols = torch.arange(h).view(1, h), torch.arange(w).view(1, w)
+    in_rows = (rows >= top.view(n, 1)) & (rows < (top + eh).view(n, 1))
+    in_cols = (cols >= left.view(n, 1)) & (cols < (left + ew).view(n, 1))
+    mask = ((u[4] < p).view(n, 1, 1) & in_rows.view(n, h, 1) & in_cols.view(n, 1, w)).unsqueeze(1)
+    noise = (torch.randint(0, 256, x.shape, generator=generator, dtype=torch.uint8) if x.dtype == torch.uint8
+             else torch.rand(x.shape, generator=generator).to(x.dtype))
+    return torch.where(mask.to(x.device), noise.to(x.device), x)
+
+
 def augment(
     x: torch.Tensor,
     generator: torch.Generator | None = None,
@@ -58,9 +85,10 @@ def augment(
     flip: bool = True,
     crop: int = 2,
     degrees: float = 0.0,
+    erase: float = 0.0,
 ) -> torch.Tensor:
-    """Apply the enabled augmentations in a fixed order: crop, flip, rotate."""
+    """Apply the enabled augmentations in a fixed order: crop, flip, rotate, erase."""
     x = random_crop(x, crop, generator)
     if flip:
         x = hflip(x, 0.5, generator)
-    return rotate(x, degrees, generator)
+    return random_erase(rotate(x, degrees, generator), erase, generator)

@@ -29,7 +29,7 @@ from fmlab.version import __version__
 
 GROUPS = {
     "optimizer": ("optimizer", "lr", "weight_decay", "momentum", "nesterov", "schedule", "step_size", "gamma"),
-    "augmentation": ("augment", "flip", "crop", "rotate", "tta_flip"),
+    "augmentation": ("augment", "flip", "crop", "rotate", "erase", "tta_flip"),
 }
 SWITCHES = {"optimizer": ("optimizer",), "augmentation": ("augment", "flip")}
 # "this machine's" thread count, read once: a run that sets its own threads must not change what the next

@@ -147,7 +147,7 @@ def _train(spec: TrainConfig, train_set: Arrays, val_set: Arrays | None, norm: t
                 idx = idx.to(device)
                 xb, yb = x_train.index_select(0, idx), y_train.index_select(0, idx)  # copies: in place is safe
                 if spec.augment:
-                    xb = augment(xb, gen, flip=spec.flip, crop=spec.crop, degrees=spec.rotate)
+                    xb = augment(xb, gen, flip=spec.flip, crop=spec.crop, degrees=spec.rotate, erase=spec.erase)
                 # the same arithmetic as (x / 255 - mean) / std, in place: a fresh buffer per operation costs
                 # more than the step of a small model (page faults on each new allocation)
                 loss, ok = learner.train_batch(xb.float().div_(255.0).sub_(norm[0]).div_(norm[1]), yb)

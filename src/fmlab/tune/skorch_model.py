@@ -31,8 +31,8 @@ from fmlab.runs import resolve
 from fmlab.training.loop import resolve_device, train
 
 SETTINGS = ("optimizer", "lr", "batch_size", "momentum", "nesterov", "weight_decay", "l1", "l2", "schedule",
-            "step_size", "gamma", "label_smoothing", "augment", "crop", "flip", "rotate", "tta_flip", "precision",
-            "channels_last", "threads")
+            "step_size", "gamma", "label_smoothing", "augment", "crop", "flip", "rotate", "erase", "tta_flip",
+            "precision", "channels_last", "threads")
 
 
 def as_images(x: Any) -> torch.Tensor:
@@ -67,6 +67,7 @@ class FmlabClassifier(NeuralNetClassifier):
         crop: int | None = None,
         flip: bool | None = None,
         rotate: float | None = None,
+        erase: float | None = None,
         tta_flip: bool | None = None,
         precision: str | None = None,
         channels_last: bool | None = None,
@@ -84,8 +85,8 @@ class FmlabClassifier(NeuralNetClassifier):
                          **kwargs)
         vars(self).update(model=model, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, l1=l1, l2=l2,
                           schedule=schedule, step_size=step_size, gamma=gamma, label_smoothing=label_smoothing,
-                          augment=augment, crop=crop, flip=flip, rotate=rotate, tta_flip=tta_flip, precision=precision,
-                          channels_last=channels_last, threads=threads, seed=seed)
+                          augment=augment, crop=crop, flip=flip, rotate=rotate, erase=erase, tta_flip=tta_flip,
+                          precision=precision, channels_last=channels_last, threads=threads, seed=seed)
 
     def train_config(self) -> TrainConfig:
         """The resolved spec these settings train with (a bad value is a ConfigError)."""
