@@ -5,7 +5,7 @@ JSON (issue 16, goal 3: >= 95.0% over 3 seeds, under 1 M parameters, <= 0.6x the
 The reference's 40 epochs take over half an hour here and the machine's speed drifts from hour to hour, so the
 time ratio comes from slices trained alternately in this run: each setting trains `--images` images for two
 epochs, `--rounds` times, and the ratio is the preset's median second-epoch seconds (the first one pays for
-setting up kernels) times its epochs over the reference's times 40. The accuracy comes from full runs of the
+setting up kernels) times its epochs over the reference's times its 40. The accuracy comes from full runs of the
 preset (`fmlab train --config configs/best.toml --seed N --out DIR`), given as run folders; each must hold a
 finished run of exactly the preset's settings.
 """
@@ -24,6 +24,7 @@ import torch
 
 from fmlab import hardware, models
 from fmlab.data import FashionMNIST, load
+from fmlab.evaluation.complexity import count_parameters
 from fmlab.runs import RunDir, resolve
 from fmlab.training.fit import fit
 
@@ -67,10 +68,11 @@ def main() -> None:
         times["reference"].append(slice_seconds(REFERENCE, data, args.images))
         times["preset"].append(slice_seconds(preset, data, args.images))
     spec = resolve([("preset", preset)])
-    params = sum(p.numel() for p in models.build(spec.model, **spec.model_args).parameters())
-    ratio = statistics.median(times["preset"]) * spec.epochs / (statistics.median(times["reference"]) * 40)
+    params = count_parameters(models.build(spec.model, **spec.model_args))
+    ratio = (statistics.median(times["preset"]) * spec.epochs
+             / (statistics.median(times["reference"]) * REFERENCE["epochs"]))
     mean_acc = statistics.mean(r["test_acc"] for r in runs)
-    reference_full_s = statistics.median(times["reference"]) / args.images * len(data.y_train) * 40
+    reference_full_s = statistics.median(times["reference"]) / args.images * len(data.y_train) * REFERENCE["epochs"]
     print(json.dumps({
         "benchmark": "best_preset", "machine": hardware.describe(), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "preset": preset, "reference": REFERENCE, "params": params,
