@@ -86,6 +86,9 @@ def test_macs_count_the_flip_averaged_predictor_twice(tmp_path):
     predictor = run.read_predictor()
     assert predictor.spec.tta_flip
     assert complexity.count_macs(predictor.module) == 2 * complexity.count_macs(predictor.net)
+    shifted = trained_run(tmp_path / "shift", "cnn", DATA, crop=1, tta_shift=True,
+                          model_args={"channels": [4, 8, 8], "hidden": 16})
+    assert complexity.count_macs(shifted.read_predictor().module) == 6 * complexity.count_macs(predictor.net)
 
 
 def test_count_macs_by_hand():

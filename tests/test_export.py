@@ -55,6 +55,7 @@ def test_opset_and_metadata_recorded(exported: tuple[Path, dict]) -> None:
     assert {o.domain: o.version for o in graph.opset_import}[""] == 17
     meta = {p.key: p.value for p in graph.metadata_props}
     assert meta["fmlab.model"] == "lenet5" and meta["fmlab.opset"] == "17" and meta["fmlab.tta_flip"] == "False"
+    assert meta["fmlab.tta_shift"] == "False"
     assert "[0, 255]" in meta["fmlab.input"] and json.loads(meta["fmlab.class_names"])[9] == "Ankle boot"
 
 
@@ -123,14 +124,15 @@ def test_cli_export_missing_run(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 @pytest.mark.integration
-def test_predict_and_onnx_of_a_flip_tta_cnn_reproduce_the_reported_predictions(real_data, tmp_path, capsys):
+def test_predict_and_onnx_of_a_tta_cnn_reproduce_the_reported_predictions(real_data, tmp_path, capsys):
     """The model the run scored is the model users deploy: `fmlab predict` on the test images and the ONNX
-    export (which averages the flip inside the graph) give the classes recorded in the run's predictions."""
+    export (which averages the flips and shifts inside the graph) give the classes recorded in the run's
+    predictions."""
     from fmlab.runs import RunDir, resolve
     from fmlab.training.fit import fit
 
-    spec = resolve([("test", {"model": "cnn", "epochs": 1, "train_size": 3000, "val_size": 1000,
-                              "model_args": {"channels": [8, 16, 32], "hidden": 64}})])
+    spec = resolve([("test", {"model": "cnn", "epochs": 1, "train_size": 3000, "val_size": 1000, "crop": 1,
+                              "tta_shift": True, "model_args": {"channels": [8, 16, 32], "hidden": 64}})])
     assert spec.tta_flip and spec.augment and spec.flip  # the cnn recipe: flips, averaged again at test time
     fit(spec, tmp_path / "run", data=real_data, device="cpu", progress=False)
     run = RunDir(tmp_path / "run")

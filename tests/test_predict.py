@@ -23,6 +23,7 @@ from fmlab.errors import DataError
 from fmlab.infer.images import ImageError, decode, load
 from fmlab.infer.predict import predict
 from fmlab.runs import Predictor, RunDir, open_predictor, resolve
+from fmlab.runs.predictor import PredictorModule
 from fmlab.training import checkpoint
 from fmlab.training.checkpoint import CheckpointError
 from synthetic import NORM, checkpoint_file, trained_run
@@ -110,6 +111,36 @@ def test_bad_arrays(array: np.ndarray, message: str, tmp_path: Path) -> None:
     np.save(tmp_path / "bad.npy", array)
     with pytest.raises(ImageError, match=message):
         load(tmp_path / "bad.npy")
+
+
+class Recorder(torch.nn.Module):
+    """A linear scorer that keeps every input it is shown."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+        self.out = torch.nn.Linear(784, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.clone())
+        return self.out(x.flatten(1))
+
+
+def test_test_time_averaging_runs_the_shifted_and_mirrored_views() -> None:
+    torch.manual_seed(0)
+    pixels = torch.randint(1, 256, (3, 1, 28, 28)).float()  # no background pixel: a shift's gap shows
+    net = Recorder()
+    down_right, up_left = torch.zeros_like(pixels), torch.zeros_like(pixels)
+    down_right[..., 1:, 1:], up_left[..., :-1, :-1] = pixels[..., :-1, :-1], pixels[..., 1:, 1:]
+    views = [pixels, down_right, up_left]
+    views += [view.flip(-1) for view in views]
+    scores = PredictorModule(net, 0.25, 0.5, tta_flip=True, tta_shift=True)(pixels)
+    shown = [(view / 255.0 - 0.25) / 0.5 for view in views]
+    assert len(net.seen) == 6 and all(torch.equal(a, b) for a, b in zip(net.seen, shown, strict=True))
+    torch.testing.assert_close(scores, torch.stack([net(x).log_softmax(1) for x in shown]).mean(0))
+    shifted_only = PredictorModule(net, 0.25, 0.5, tta_flip=False, tta_shift=True)(pixels)
+    torch.testing.assert_close(shifted_only, torch.stack([net(x).log_softmax(1) for x in shown[:3]]).mean(0))
+    torch.testing.assert_close(PredictorModule(net, 0.25, 0.5, False, False)(pixels), net(shown[0]))
 
 
 def test_predict_library_call(run: Path, good: Path, tmp_path: Path) -> None:

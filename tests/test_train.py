@@ -241,6 +241,10 @@ def test_recipe_groups_switch_as_a_whole():
     assert not mirrorless.tta_flip and mirrorless.crop == 2
     with pytest.raises(ConfigError, match="tta_flip needs training on flipped images"):
         resolve([("t", {"model": "cnn", "augment": False, "tta_flip": True})])
+    assert resolve([("t", {"model": "cnn", "crop": 1, "tta_shift": True})]).tta_shift
+    for unshifted in ({"crop": 1, "augment": False}, {}):  # the cnn recipe trains without crops
+        with pytest.raises(ConfigError, match="tta_shift needs training on shifted images"):
+            resolve([("t", {"model": "cnn", "tta_shift": True, **unshifted})])
 
 
 def test_model_arguments_are_checked_without_building_the_network():

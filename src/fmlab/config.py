@@ -51,6 +51,8 @@ class TrainConfig(Strict):
     erase: float = Field(0.0, ge=0, le=1, description="Probability of random erasing: a rectangle of 2-40% of the "
                                                        "image filled with random pixels.")
     tta_flip: bool = Field(False, description="Average predictions over the image and its mirror (needs flips).")
+    tta_shift: bool = Field(False, description="Also average over the image shifted one pixel down-right and one "
+                                               "up-left (needs crop training).")
     early_stopping: int | None = Field(None, ge=1, le=1000, description="Stop after this many epochs without gain.")
     monitor: Literal["val_acc", "val_loss"] = Field("val_acc", description="What early stopping watches.")
     val_size: int = Field(5000, ge=1, description="Validation images held out of the official training set.")

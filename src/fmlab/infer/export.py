@@ -71,6 +71,7 @@ def export_onnx(
         graph = onnx.load(str(tmp))
         graph.doc_string = f"fmlab {name} classifier for Fashion-MNIST"
         meta = {"fmlab.model": name, "fmlab.opset": str(opset), "fmlab.tta_flip": str(predictor.spec.tta_flip),
+                "fmlab.tta_shift": str(predictor.spec.tta_shift),
                 "fmlab.input": "pixels in [0, 255], float32, (batch, 1, 28, 28); the graph normalises them",
                 "fmlab.class_names": json.dumps(CLASS_NAMES)}
         for key, value in meta.items():

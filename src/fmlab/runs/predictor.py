@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fmlab import models
@@ -25,19 +26,25 @@ from fmlab.training.checkpoint import FORMAT_VERSION, NUM_CLASSES, CheckpointErr
 
 
 class PredictorModule(nn.Module):
-    """Pixels (N, 1, 28, 28), float in [0, 255] -> class scores: normalise, run the network and, with
-    flip test-time averaging, average the log-probabilities of the image and its mirror."""
+    """Pixels (N, 1, 28, 28), float in [0, 255] -> class scores: normalise and run the network; with test-time
+    averaging, average the log-probabilities of the views: the image, with `tta_shift` also the image shifted one
+    pixel down-right and one up-left (the gap filled with background 0, as crop training pads), and with
+    `tta_flip` the mirror of each."""
 
-    def __init__(self, net: nn.Module, mean: float, std: float, tta_flip: bool) -> None:
+    def __init__(self, net: nn.Module, mean: float, std: float, tta_flip: bool, tta_shift: bool) -> None:
         super().__init__()
-        self.net, self.mean, self.std, self.tta_flip = net, float(mean), float(std), bool(tta_flip)
+        self.net, self.mean, self.std = net, float(mean), float(std)
+        self.tta_flip, self.tta_shift = bool(tta_flip), bool(tta_shift)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = (pixels / 255.0 - self.mean) / self.std
-        logits = self.net(x)
-        if not self.tta_flip:
-            return logits
-        return (logits.log_softmax(1) + self.net(x.flip(-1)).log_softmax(1)) / 2
+        views = [pixels]
+        if self.tta_shift:
+            views += [F.pad(pixels, (1, 0, 1, 0))[..., :-1, :-1], F.pad(pixels, (0, 1, 0, 1))[..., 1:, 1:]]
+        if self.tta_flip:
+            views += [view.flip(-1) for view in views]
+        if len(views) == 1:
+            return self.net((pixels / 255.0 - self.mean) / self.std)
+        return sum(self.net((view / 255.0 - self.mean) / self.std).log_softmax(1) for view in views) / len(views)
 
 
 class Predictor:
@@ -47,7 +54,7 @@ class Predictor:
 
     def __init__(self, net: nn.Module, spec: TrainConfig, mean: float, std: float, key: str | None = None) -> None:
         self.spec, self.key = spec, key
-        self.module = PredictorModule(net, mean, std, spec.tta_flip)
+        self.module = PredictorModule(net, mean, std, spec.tta_flip, spec.tta_shift)
 
     @property
     def net(self) -> nn.Module:

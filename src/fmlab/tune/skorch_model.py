@@ -32,7 +32,7 @@ from fmlab.training.loop import resolve_device, train
 
 SETTINGS = ("optimizer", "lr", "batch_size", "momentum", "nesterov", "weight_decay", "l1", "l2", "schedule",
             "step_size", "gamma", "label_smoothing", "augment", "crop", "flip", "rotate", "erase", "tta_flip",
-            "precision", "channels_last", "threads")
+            "tta_shift", "precision", "channels_last", "threads")
 
 
 def as_images(x: Any) -> torch.Tensor:
@@ -69,6 +69,7 @@ class FmlabClassifier(NeuralNetClassifier):
         rotate: float | None = None,
         erase: float | None = None,
         tta_flip: bool | None = None,
+        tta_shift: bool | None = None,
         precision: str | None = None,
         channels_last: bool | None = None,
         threads: int | None = None,
@@ -86,7 +87,8 @@ class FmlabClassifier(NeuralNetClassifier):
         vars(self).update(model=model, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, l1=l1, l2=l2,
                           schedule=schedule, step_size=step_size, gamma=gamma, label_smoothing=label_smoothing,
                           augment=augment, crop=crop, flip=flip, rotate=rotate, erase=erase, tta_flip=tta_flip,
-                          precision=precision, channels_last=channels_last, threads=threads, seed=seed)
+                          tta_shift=tta_shift, precision=precision, channels_last=channels_last, threads=threads,
+                          seed=seed)
 
     def train_config(self) -> TrainConfig:
         """The resolved spec these settings train with (a bad value is a ConfigError)."""
