@@ -1,5 +1,7 @@
 import csv
 import json
+import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ import torch
 from cli_helpers import assert_one_line_error, run_cli
 from fmlab import models
 from fmlab.errors import ConfigError, Interrupted
+from fmlab.evaluation.complexity import count_parameters
 from fmlab.runs import RunDir, RunDirError, resolve
 from fmlab.training.fit import fit
 from synthetic import make_data, write_idx_folder
@@ -245,6 +248,14 @@ def test_recipe_groups_switch_as_a_whole():
     for unshifted in ({"crop": 1, "augment": False}, {}):  # the cnn recipe trains without crops
         with pytest.raises(ConfigError, match="tta_shift needs training on shifted images"):
             resolve([("t", {"model": "cnn", "tta_shift": True, **unshifted})])
+
+
+@pytest.mark.parametrize("preset", ["best.toml", "best_fast.toml"])
+def test_best_accuracy_presets_resolve_under_a_million_parameters(preset: str) -> None:
+    path = Path(__file__).parents[1] / "configs" / preset
+    spec = resolve([(preset, tomllib.loads(path.read_text()))])
+    assert spec.tta_flip and spec.augment and spec.erase > 0
+    assert count_parameters(models.build(spec.model, **spec.model_args)) < 1_000_000
 
 
 def test_model_arguments_are_checked_without_building_the_network():
