@@ -12,18 +12,16 @@ import json
 import statistics
 import sys
 
-import numpy as np
 import torch
 
 from fmlab import hardware
-from fmlab.data import load, make_split
-from fmlab.runs import Predictor, RunDir
+from fmlab.data import load
+from fmlab.errors import FmlabError
+from fmlab.evaluation.runner import open_run
+from fmlab.runs import Predictor
+from fmlab.training.loop import score
 
 VIEWS = {"none": (False, False), "flip": (True, False), "shift": (False, True), "flip+shift": (True, True)}
-
-
-def accuracy(predictor: Predictor, images: np.ndarray, labels: np.ndarray) -> float:
-    return float((predictor.logits(images).argmax(1).numpy() == labels).mean())
 
 
 def main() -> None:
@@ -33,18 +31,18 @@ def main() -> None:
     data = load()
     rows = []
     for path in args.runs:
-        run = RunDir(path)
-        if problem := run.problem():
-            sys.exit(f"{path}: {problem}")
-        trained = run.read_predictor()
-        spec = trained.spec
-        split = make_split(data, spec.val_size, spec.split_seed, spec.train_size)
-        sets = {"val": (data.x_train[split.val_idx], data.y_train[split.val_idx]), "test": (data.x_test, data.y_test)}
+        try:
+            run = open_run(path, data, torch.device("cpu"))
+        except FmlabError as exc:
+            sys.exit(str(exc))
+        spec, trained = run.spec, run.predictor
+        sets = {"val": run.validation(data), "test": (data.x_test, data.y_test)}
         scores = {}
         for name, (flip, shift) in VIEWS.items():
             predictor = Predictor(trained.net, spec.model_copy(update={"tta_flip": flip, "tta_shift": shift}),
                                   trained.module.mean, trained.module.std)
-            scores[name] = {part: round(accuracy(predictor, *xy), 4) for part, xy in sets.items()}
+            scores[name] = {part: round(score(predictor.logits(x), torch.as_tensor(y).long())[1], 4)
+                            for part, (x, y) in sets.items()}
         rows.append({"run": path, "seed": spec.seed, "trained": {"tta_flip": spec.tta_flip,
                                                                  "tta_shift": spec.tta_shift}, "acc": scores})
     print(json.dumps({
