@@ -76,6 +76,16 @@ def test_hflip_probabilities():
     assert 4 <= sum(flipped) <= 28  # about half of 32
 
 
+def test_a_flip_mask_mirrors_exactly_the_marked_images_and_draws_nothing():
+    x = _batch(torch.uint8, n=8)
+    mask = torch.tensor([True, False, False, True, True, False, True, False])
+    out = hflip(x, mask=mask)
+    assert torch.equal(out[mask], x[mask].flip(-1)) and torch.equal(out[~mask], x[~mask])
+    g = _gen(5)
+    expected = random_erase(hflip(random_crop(x, 2, g), mask=mask), 0.5, g)  # the erase draws follow the crop's
+    assert torch.equal(augment(x, _gen(5), flip=mask, crop=2, erase=0.5), expected)
+
+
 def test_crop_with_padding_zero_is_identity():
     x = _batch(torch.uint8)
     assert torch.equal(random_crop(x, 0, _gen(0)), x)

@@ -52,6 +52,29 @@ def test_erase_changes_training_only_when_augmenting():
     assert same_weights(weights(run(cfg(erase=0.5))), weights(run(cfg())))  # augment = false turns it off too
 
 
+def test_alternate_flip_mirrors_each_image_in_every_other_epoch(monkeypatch):
+    import fmlab.training.loop as loop
+
+    augment, runs = loop.augment, []
+
+    def record(xb, gen, *, flip, **kw):
+        assert isinstance(flip, torch.Tensor) and flip.dtype == torch.bool
+        for image, mirrored in zip(xb, flip.tolist(), strict=True):
+            runs[-1].setdefault(image.numpy().tobytes(), []).append(mirrored)
+        return augment(xb, gen, flip=flip, **kw)
+
+    monkeypatch.setattr(loop, "augment", record)
+    spec = cfg(epochs=3, augment=True, alternate_flip=True, crop=0)
+    for _ in range(2):
+        runs.append({})
+        run(spec)
+    flips = list(runs[0].values())
+    assert len(flips) == 800 and all(len(f) == 3 for f in flips)  # each training image once an epoch
+    assert all(a != b != c for a, b, c in flips)
+    assert 350 < sum(f[0] for f in flips) < 450  # a random half in the first epoch
+    assert runs[1] == runs[0]  # the halves come from the seed
+
+
 def test_learns_synthetic_task():
     result = run(cfg(epochs=3))
     assert result.metrics["test_acc"] > 0.9
@@ -107,9 +130,10 @@ SMALL_CNN = {"channels": [4, 8, 8], "hidden": 16}
 @pytest.mark.parametrize(
     "model,schedule,args", [("mlp", "onecycle", {}), ("mlp-numpy", "cosine", {}), ("cnn", "plateau", SMALL_CNN)]
 )
-def test_resume_after_interrupt_matches_uninterrupted_run(tmp_path, model, schedule, args):
+@pytest.mark.parametrize("alternate_flip", [False, True])
+def test_resume_after_interrupt_matches_uninterrupted_run(tmp_path, model, schedule, args, alternate_flip):
     config = cfg(model=model, epochs=3, schedule=schedule, optimizer="adam", augment=True, train_size=600,
-                 model_args=args)
+                 model_args=args, alternate_flip=alternate_flip)
     full = run(config, tmp_path / "full")
 
     def stop(epoch, record):
@@ -245,6 +269,10 @@ def test_recipe_groups_switch_as_a_whole():
     with pytest.raises(ConfigError, match="tta_flip needs training on flipped images"):
         resolve([("t", {"model": "cnn", "augment": False, "tta_flip": True})])
     assert resolve([("t", {"model": "cnn", "crop": 1, "tta_shift": True})]).tta_shift
+    assert resolve([("t", {"model": "cnn", "alternate_flip": True})]).alternate_flip
+    for unflipped in ({"augment": False}, {"flip": False}):
+        with pytest.raises(ConfigError, match="alternate_flip needs flip training"):
+            resolve([("t", {"model": "cnn", "alternate_flip": True, **unflipped})])
     for unshifted in ({"crop": 1, "augment": False}, {}):  # the cnn recipe trains without crops
         with pytest.raises(ConfigError, match="tta_shift needs training on shifted images"):
             resolve([("t", {"model": "cnn", "tta_shift": True, **unshifted})])

@@ -47,6 +47,8 @@ class TrainConfig(Strict):
     augment: bool = Field(False, description="Augment training batches (crop, flip, rotate, erase below).")
     crop: int = Field(2, ge=0, le=8, description="Random-crop padding in pixels (0: no crop).")
     flip: bool = Field(True, description="Random horizontal flips.")
+    alternate_flip: bool = Field(False, description="Derandomised flips: each image mirrored in every other epoch "
+                                                    "(a random half in the first) instead of by a coin each epoch.")
     rotate: float = Field(0.0, ge=0, le=45, description="Largest random rotation in degrees.")
     erase: float = Field(0.0, ge=0, le=1, description="Probability of random erasing: a rectangle of 2-40% of the "
                                                        "image filled with random pixels.")

@@ -19,10 +19,12 @@ def _uniform(n: int, generator: torch.Generator | None, device: torch.device) ->
     return torch.rand(n, generator=generator).to(device)
 
 
-def hflip(x: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Mirror each image left-right with probability p."""
-    flip = (_uniform(len(_batch(x)), generator, x.device) < p).view(-1, 1, 1, 1)
-    return torch.where(flip, x.flip(-1), x)
+def hflip(x: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None,
+          mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mirror each image left-right with probability p, or, given a boolean `mask` (N,), the images it marks."""
+    if mask is None:
+        mask = _uniform(len(_batch(x)), generator, x.device) < p
+    return torch.where(mask.to(_batch(x).device).view(-1, 1, 1, 1), x.flip(-1), x)
 
 
 def random_crop(x: torch.Tensor, padding: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -82,13 +84,16 @@ def augment(
     x: torch.Tensor,
     generator: torch.Generator | None = None,
     *,
-    flip: bool = True,
+    flip: bool | torch.Tensor = True,
     crop: int = 2,
     degrees: float = 0.0,
     erase: float = 0.0,
 ) -> torch.Tensor:
-    """Apply the enabled augmentations in a fixed order: crop, flip, rotate, erase."""
+    """Apply the enabled augmentations in a fixed order: crop, flip, rotate, erase. `flip`: True mirrors each
+    image with probability 1/2, a boolean tensor (N,) the images it marks (drawing nothing)."""
     x = random_crop(x, crop, generator)
-    if flip:
+    if isinstance(flip, torch.Tensor):
+        x = hflip(x, mask=flip)
+    elif flip:
         x = hflip(x, 0.5, generator)
     return random_erase(rotate(x, degrees, generator), erase, generator)

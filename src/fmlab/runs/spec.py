@@ -29,7 +29,7 @@ from fmlab.version import __version__
 
 GROUPS = {
     "optimizer": ("optimizer", "lr", "weight_decay", "momentum", "nesterov", "schedule", "step_size", "gamma"),
-    "augmentation": ("augment", "flip", "crop", "rotate", "erase", "tta_flip", "tta_shift"),
+    "augmentation": ("augment", "flip", "alternate_flip", "crop", "rotate", "erase", "tta_flip", "tta_shift"),
 }
 SWITCHES = {"optimizer": ("optimizer",), "augmentation": ("augment", "flip")}
 # "this machine's" thread count, read once: a run that sets its own threads must not change what the next
@@ -103,6 +103,8 @@ def resolve(layers: Sequence[Layer]) -> TrainConfig:
     if config.tta_flip and not (config.augment and config.flip):
         # Fashion-MNIST footwear always faces left: a model never trained on mirrors misreads them
         raise ConfigError(f"{source}: tta_flip needs training on flipped images: set augment = true and flip = true")
+    if config.alternate_flip and not (config.augment and config.flip):
+        raise ConfigError(f"{source}: alternate_flip needs flip training: set augment = true and flip = true")
     if config.tta_shift and not (config.augment and config.crop):
         raise ConfigError(f"{source}: tta_shift needs training on shifted images: set augment = true and crop >= 1")
     return config

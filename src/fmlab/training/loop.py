@@ -133,6 +133,9 @@ def _train(spec: TrainConfig, train_set: Arrays, val_set: Arrays | None, norm: t
     # OpenBLAS threads spin against torch's OpenMP threads on these small matmuls: one BLAS thread
     # trains the NumPy model faster on 2 cores (and makes its numbers independent of the core count).
     blas = threadpool_limits(1, user_api="blas") if isinstance(learner, NumpyLearner) else None
+    # alternate_flip: a fixed random half of the images is mirrored in odd epochs, the other half in even ones
+    halves = (torch.randint(0, 2, (n_train,), generator=torch.Generator().manual_seed(_epoch_seed(spec.seed, 0)))
+              if spec.alternate_flip else None)
     try:
         for epoch in range(len(history) + 1, spec.epochs + 1):
             seed = _epoch_seed(spec.seed, epoch)
@@ -144,10 +147,11 @@ def _train(spec: TrainConfig, train_set: Arrays, val_set: Arrays | None, norm: t
             loss_sum, correct, seen = 0.0, 0, 0
             reporter.start_epoch(epoch)
             for idx in torch.randperm(n_train, generator=gen).split(spec.batch_size):
+                flip = spec.flip if halves is None else (halves[idx] + epoch) % 2 == 1
                 idx = idx.to(device)
                 xb, yb = x_train.index_select(0, idx), y_train.index_select(0, idx)  # copies: in place is safe
                 if spec.augment:
-                    xb = augment(xb, gen, flip=spec.flip, crop=spec.crop, degrees=spec.rotate, erase=spec.erase)
+                    xb = augment(xb, gen, flip=flip, crop=spec.crop, degrees=spec.rotate, erase=spec.erase)
                 # the same arithmetic as (x / 255 - mean) / std, in place: a fresh buffer per operation costs
                 # more than the step of a small model (page faults on each new allocation)
                 loss, ok = learner.train_batch(xb.float().div_(255.0).sub_(norm[0]).div_(norm[1]), yb)

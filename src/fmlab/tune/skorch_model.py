@@ -31,8 +31,8 @@ from fmlab.runs import resolve
 from fmlab.training.loop import resolve_device, train
 
 SETTINGS = ("optimizer", "lr", "batch_size", "momentum", "nesterov", "weight_decay", "l1", "l2", "schedule",
-            "step_size", "gamma", "label_smoothing", "augment", "crop", "flip", "rotate", "erase", "tta_flip",
-            "tta_shift", "precision", "channels_last", "threads")
+            "step_size", "gamma", "label_smoothing", "augment", "crop", "flip", "alternate_flip", "rotate", "erase",
+            "tta_flip", "tta_shift", "precision", "channels_last", "threads")
 
 
 def as_images(x: Any) -> torch.Tensor:
@@ -66,6 +66,7 @@ class FmlabClassifier(NeuralNetClassifier):
         augment: bool | None = None,
         crop: int | None = None,
         flip: bool | None = None,
+        alternate_flip: bool | None = None,
         rotate: float | None = None,
         erase: float | None = None,
         tta_flip: bool | None = None,
@@ -86,9 +87,9 @@ class FmlabClassifier(NeuralNetClassifier):
                          **kwargs)
         vars(self).update(model=model, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, l1=l1, l2=l2,
                           schedule=schedule, step_size=step_size, gamma=gamma, label_smoothing=label_smoothing,
-                          augment=augment, crop=crop, flip=flip, rotate=rotate, erase=erase, tta_flip=tta_flip,
-                          tta_shift=tta_shift, precision=precision, channels_last=channels_last, threads=threads,
-                          seed=seed)
+                          augment=augment, crop=crop, flip=flip, alternate_flip=alternate_flip, rotate=rotate,
+                          erase=erase, tta_flip=tta_flip, tta_shift=tta_shift, precision=precision,
+                          channels_last=channels_last, threads=threads, seed=seed)
 
     def train_config(self) -> TrainConfig:
         """The resolved spec these settings train with (a bad value is a ConfigError)."""
