@@ -271,7 +271,7 @@ def test_recipe_groups_switch_as_a_whole():
     assert resolve([("t", {"model": "cnn", "crop": 1, "tta_shift": True})]).tta_shift
     assert resolve([("t", {"model": "cnn", "alternate_flip": True})]).alternate_flip
     for unflipped in ({"augment": False}, {"flip": False}):
-        with pytest.raises(ConfigError, match="alternate_flip needs flip training"):
+        with pytest.raises(ConfigError, match="alternate_flip needs training on flipped images"):
             resolve([("t", {"model": "cnn", "alternate_flip": True, **unflipped})])
     for unshifted in ({"crop": 1, "augment": False}, {}):  # the cnn recipe trains without crops
         with pytest.raises(ConfigError, match="tta_shift needs training on shifted images"):

@@ -100,11 +100,11 @@ def resolve(layers: Sequence[Layer]) -> TrainConfig:
     config = validate(TrainConfig, merged, source)
     if spec.numpy and config.precision != "fp32":
         raise ConfigError(f"{source}: '{name}' computes in NumPy float32; it has no bf16 precision")
-    if config.tta_flip and not (config.augment and config.flip):
-        # Fashion-MNIST footwear always faces left: a model never trained on mirrors misreads them
-        raise ConfigError(f"{source}: tta_flip needs training on flipped images: set augment = true and flip = true")
-    if config.alternate_flip and not (config.augment and config.flip):
-        raise ConfigError(f"{source}: alternate_flip needs flip training: set augment = true and flip = true")
+    # alternate_flip only schedules flip training; tta_flip needs it because Fashion-MNIST footwear always faces
+    # left, so a model never trained on mirrors misreads them
+    for field in ("tta_flip", "alternate_flip"):
+        if getattr(config, field) and not (config.augment and config.flip):
+            raise ConfigError(f"{source}: {field} needs training on flipped images: set augment = true and flip = true")
     if config.tta_shift and not (config.augment and config.crop):
         raise ConfigError(f"{source}: tta_shift needs training on shifted images: set augment = true and crop >= 1")
     return config
