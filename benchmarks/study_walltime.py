@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -70,7 +69,9 @@ def main() -> None:
         run_study(args.config, study_dir, log=lambda _: None)
     layout = StudyDir(study_dir)
     timings = layout.read_timings()
-    seeds = layout.read_study().seeds
+    study = layout.read_study()
+    seeds = study.seeds
+    first_trial = layout.trial(next(iter(study.families)), "baseline", seeds[0])
     strength = full_strength(layout, json.loads(Path(args.recipes).read_text())) if args.recipes else None
     wall_ok = timings["total_s"] <= TARGET_S and timings["skipped"] == 0
     print(json.dumps({
@@ -80,7 +81,8 @@ def main() -> None:
         "target_s": TARGET_S, "full_strength": strength,
         "meets_target": {"wall": wall_ok, "full_strength": None if strength is None else
                          all(f["meets_target"] for f in strength.values())},
-        "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+        "machine": first_trial.read_metrics()["machine"],  # where the trials ran, also when read --from a folder
     }, indent=2))
 
 

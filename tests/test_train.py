@@ -406,6 +406,17 @@ def test_precision_is_resolved_for_the_machine_recorded_and_reproducible(tmp_pat
     assert fp32.dtype == bf16.dtype == torch.float32 and 0 < (fp32 - bf16).abs().max() < 0.5
 
 
+@pytest.mark.parametrize("flags,precision", [({"avx2", "fma"}, "fp32"), ({"avx2", "avx512f", "avx512_bf16"}, "bf16"),
+                                             ({"avx512f", "amx_bf16"}, "bf16")])
+def test_cpus_with_bf16_dot_products_train_in_bf16_others_in_fp32(monkeypatch, flags, precision):
+    from fmlab import hardware
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset(flags))
+    assert resolve([("t", {"model": "cnn"})]).precision == precision
+    assert resolve([("t", {"model": "cnn", "precision": "fp32"})]).precision == "fp32"
+
+
 def test_the_default_thread_count_is_the_machines_whatever_a_run_set_before():
     from fmlab.runs import resolve
     from fmlab.runs.spec import MACHINE_THREADS

@@ -28,9 +28,9 @@ def cpu_flags() -> frozenset[str]:
 
 
 def fast_bf16() -> bool:
-    """Whether bf16 arithmetic pays here: a CUDA GPU, or a CPU with AMX-BF16 (on AVX2-only CPUs bf16 is
-    emulated, slower than fp32)."""
-    return torch.cuda.is_available() or "amx_bf16" in cpu_flags()
+    """Whether bf16 arithmetic pays here: a CUDA GPU, or a CPU with AMX-BF16 or AVX512-BF16 bf16 dot products
+    (on AVX2-only CPUs bf16 is emulated, slower than fp32)."""
+    return torch.cuda.is_available() or not cpu_flags().isdisjoint({"amx_bf16", "avx512_bf16"})
 
 
 def autocast(precision: str | None, device: torch.device) -> contextlib.AbstractContextManager:
