@@ -9,6 +9,7 @@ import os
 import pickle
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -195,8 +196,10 @@ def test_corpus_is_small_and_complete() -> None:
 def test_each_bad_image_is_one_line_and_the_good_one_still_answers(
     bad: Path, run: Path, good: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(ImageError, match=bad.name):
+    with warnings.catch_warnings(record=True) as warned, pytest.raises(ImageError, match=bad.name):
+        warnings.simplefilter("always")
         load(bad)
+    assert not warned, [str(w.message) for w in warned]
     code, out, err = cli("predict", run, good, bad, capsys=capsys)
     assert code == 2
     assert out.startswith(f"{good}: ") and len(out.splitlines()) == 1

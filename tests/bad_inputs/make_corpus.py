@@ -8,6 +8,7 @@ Images (each must give a one-line error naming the file):
   bomb_warning.png   header declaring 10000x10000   over_limit.png     header declaring 8000x8000
   truncated.png      a real PNG cut in the middle   wrong_shape.npy    (3, 5) array
   object_array.npy   dtype=object (needs pickle)    truncated.idx      IDX body shorter than its header
+  escaped_header.npy header with an invalid escape (Python's parser warns on it)
 Checkpoints (each must be refused with a one-line error):
   empty.pt  garbage.pt  truncated.pt  future_format.pt  seven_classes.pt  wrong_arch.pt
 """
@@ -34,6 +35,12 @@ def png(width: int, height: int, rows: bytes) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 
+def npy_header(header: bytes) -> bytes:
+    """A version 1.0 .npy preamble holding `header`, padded as numpy pads it."""
+    padded = header + b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(padded)) + padded
+
+
 def images() -> dict[str, bytes]:
     gradient = b"".join(b"\x00" + bytes(range(0, 256, 8)) for _ in range(32))  # 32x32, filter byte per row
     good = png(32, 32, gradient)
@@ -50,6 +57,7 @@ def images() -> dict[str, bytes]:
         "truncated.png": good[: len(good) // 2],
         "wrong_shape.npy": npy_wrong.getvalue(),
         "object_array.npy": npy_object.getvalue(),
+        "escaped_header.npy": npy_header(b"{'descr': '\\q', 'fortran_order': False, 'shape': (28, 28), }") + bytes(784),
         "truncated.idx": bytes([0, 0, 8, 3]) + struct.pack(">3I", 2, 28, 28) + bytes(100),
     }
 

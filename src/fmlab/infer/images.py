@@ -228,9 +228,11 @@ def _read_npy(content: bytes, name: str) -> np.ndarray:
 
     stream = io.BytesIO(content)
     try:
-        version = npy.read_magic(stream)
-        reader = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
-        shape, fortran, dtype = reader(stream, max_header_size=10_000)
+        with warnings.catch_warnings():  # the header is parsed as Python: a hostile one must not print warnings
+            warnings.simplefilter("error")
+            version = npy.read_magic(stream)
+            reader = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+            shape, fortran, dtype = reader(stream, max_header_size=10_000)
     except Exception as exc:  # numpy raises ValueError, but bad headers reach ast/struct/unicode errors too
         raise ImageError(f"{name}: corrupt .npy header ({_why(exc)})") from None
     if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
