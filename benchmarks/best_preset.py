@@ -74,7 +74,9 @@ def main() -> None:
     ratio = (statistics.median(times["preset"]) * spec.epochs
              / (statistics.median(times["reference"]) * REFERENCE["epochs"]))
     mean_acc = statistics.mean(r["test_acc"] for r in runs)
-    reference_full_s = statistics.median(times["reference"]) / args.images * len(data.y_train) * REFERENCE["epochs"]
+    # the images the reference's full run trained on: its validation split held out
+    full_images = len(data.y_train) - resolve([("reference", REFERENCE)]).val_size
+    reference_full_s = statistics.median(times["reference"]) / args.images * full_images * REFERENCE["epochs"]
     print(json.dumps({
         "benchmark": "best_preset", "machine": hardware.describe(), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "preset": preset, "reference": REFERENCE, "params": params,
