@@ -309,6 +309,20 @@ def test_onecycle_runs_on_any_number_of_steps(steps):
         assert lrs[0] < max(lrs) > lrs[-1]
 
 
+@pytest.mark.parametrize("warmup", [0.1, 0.35, 0.6])
+def test_onecycle_peaks_after_its_warmup_share_of_the_steps(warmup):
+    from fmlab.training.learners import Schedule
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], 0.1)
+    schedule = Schedule(opt, cfg(schedule="onecycle", epochs=2, lr=0.1, warmup=warmup), 20)
+    lrs = []
+    for _ in range(40):
+        lrs.append(schedule.lr)
+        opt.step()
+        schedule.after_batch()
+    assert abs(lrs.index(max(lrs)) - warmup * 40) <= 1 and max(lrs) == pytest.approx(0.1)
+
+
 def test_unresolved_specs_are_refused():
     from fmlab.config import TrainConfig
 

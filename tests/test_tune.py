@@ -87,6 +87,17 @@ def test_wrapper_trains_through_fmlabs_engine_with_the_recipe(data):
     assert np.array_equal(again.predict_proba(data.x_test), probs)
 
 
+def test_wrapper_takes_every_training_setting():
+    from fmlab.config import TrainConfig
+    from fmlab.tune.skorch_model import SETTINGS
+
+    # the rest come from the search (epochs as max_epochs, the split) or name what is being searched
+    not_estimator_params = {"model", "model_args", "epochs", "seed", "early_stopping", "monitor", "split_seed",
+                            "train_size", "val_size"}
+    assert set(TrainConfig.model_fields) - set(SETTINGS) == not_estimator_params
+    assert FmlabClassifier("cnn", warmup=0.4).train_config().warmup == 0.4
+
+
 def test_wrapper_takes_the_numpy_model_and_refuses_unfitted_use(data):
     from sklearn.exceptions import NotFittedError
 

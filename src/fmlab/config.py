@@ -43,6 +43,8 @@ class TrainConfig(Strict):
     schedule: Literal["none", "step", "cosine", "onecycle", "plateau"] = Field("none", description="LR schedule.")
     step_size: int = Field(5, ge=1, le=1000, description="Epochs between steps of the step schedule.")
     gamma: float = Field(0.1, gt=0, le=1, description="LR factor of the step and plateau schedules.")
+    warmup: float = Field(0.25, gt=0, lt=1, description="Share of the steps the one-cycle schedule spends "
+                          "warming up to lr before it anneals.")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy loss.")
     augment: bool = Field(False, description="Augment training batches (crop, flip, rotate, erase below).")
     crop: int = Field(2, ge=0, le=8, description="Random-crop padding in pixels (0: no crop).")

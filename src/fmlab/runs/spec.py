@@ -28,7 +28,8 @@ from fmlab.models.registry import check_dropout
 from fmlab.version import __version__
 
 GROUPS = {
-    "optimizer": ("optimizer", "lr", "weight_decay", "momentum", "nesterov", "schedule", "step_size", "gamma"),
+    "optimizer": ("optimizer", "lr", "weight_decay", "momentum", "nesterov", "schedule", "step_size", "gamma",
+                  "warmup"),
     "augmentation": ("augment", "flip", "alternate_flip", "crop", "rotate", "erase", "tta_flip", "tta_shift"),
 }
 SWITCHES = {"optimizer": ("optimizer",), "augmentation": ("augment", "flip")}

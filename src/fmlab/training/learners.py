@@ -32,7 +32,8 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch
         if total < 2:  # one step has nothing to warm up or anneal
             return None
         # torch divides by (pct_start * total - 1): keep the warm-up at least 1.5 steps on tiny runs
-        return torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=total, pct_start=max(0.25, 1.5 / total))
+        warmup = max(cfg.warmup, 1.5 / total)
+        return torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=total, pct_start=warmup)
     if cfg.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=cfg.gamma, patience=2)
     return None

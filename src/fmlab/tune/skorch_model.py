@@ -31,8 +31,8 @@ from fmlab.runs import resolve
 from fmlab.training.loop import resolve_device, train
 
 SETTINGS = ("optimizer", "lr", "batch_size", "momentum", "nesterov", "weight_decay", "l1", "l2", "schedule",
-            "step_size", "gamma", "label_smoothing", "augment", "crop", "flip", "alternate_flip", "rotate", "erase",
-            "tta_flip", "tta_shift", "precision", "channels_last", "threads")
+            "step_size", "gamma", "warmup", "label_smoothing", "augment", "crop", "flip", "alternate_flip", "rotate",
+            "erase", "tta_flip", "tta_shift", "precision", "channels_last", "threads")
 
 
 def as_images(x: Any) -> torch.Tensor:
@@ -62,6 +62,7 @@ class FmlabClassifier(NeuralNetClassifier):
         schedule: str | None = None,
         step_size: int | None = None,
         gamma: float | None = None,
+        warmup: float | None = None,
         label_smoothing: float | None = None,
         augment: bool | None = None,
         crop: int | None = None,
@@ -86,10 +87,11 @@ class FmlabClassifier(NeuralNetClassifier):
         super().__init__(optimizer=optimizer, lr=lr, batch_size=batch_size, max_epochs=max_epochs, device=device,
                          **kwargs)
         vars(self).update(model=model, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, l1=l1, l2=l2,
-                          schedule=schedule, step_size=step_size, gamma=gamma, label_smoothing=label_smoothing,
-                          augment=augment, crop=crop, flip=flip, alternate_flip=alternate_flip, rotate=rotate,
-                          erase=erase, tta_flip=tta_flip, tta_shift=tta_shift, precision=precision,
-                          channels_last=channels_last, threads=threads, seed=seed)
+                          schedule=schedule, step_size=step_size, gamma=gamma, warmup=warmup,
+                          label_smoothing=label_smoothing, augment=augment, crop=crop, flip=flip,
+                          alternate_flip=alternate_flip, rotate=rotate, erase=erase, tta_flip=tta_flip,
+                          tta_shift=tta_shift, precision=precision, channels_last=channels_last, threads=threads,
+                          seed=seed)
 
     def train_config(self) -> TrainConfig:
         """The resolved spec these settings train with (a bad value is a ConfigError)."""
