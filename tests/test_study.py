@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from cli_helpers import assert_one_line_error, run_cli
-from fmlab.config import StudyConfig, load_study, validate
+from fmlab.config import StudyConfig, TrainConfig, load_study, validate
 from fmlab.errors import ConfigError
 from fmlab.runs import RunDir, StudyDir
 from fmlab.study.plan import plan
@@ -365,6 +365,12 @@ def test_quick_study_writes_report_tables_and_tuning(quick_study):
     ranges = [(float(lo), float(hi)) for lo, hi in re.findall(r"(-?[\d.]+)%\u2013(-?[\d.]+)%", html)]
     assert len(ranges) == len(summary["rows"]) and all(0 <= lo <= hi <= 100 for lo, hi in ranges)  # 2 seeds: wide
     assert "## Results" in md and f"({StudyDir.COMPARISON}/" in md
+    hparams = html[html.index('id="hparams"'):html.index('id="classes"')]  # each best configuration in full
+    cnn = layout.trial("cnn", summary["best"]["cnn"], 0).read_spec()[0]
+    shown = ["optimizer", "lr", "batch_size", "epochs", *(k for k in ("warmup", "alternate_flip", "precision")
+                                                         if getattr(cnn, k) != TrainConfig.model_fields[k].default)]
+    assert "warmup" in shown and f"channels={cnn.model_args['channels']}" in hparams
+    assert all(f"{k}={getattr(cnn, k)}" in hparams for k in shown)
     best = summary["best"]["cnn"]  # the figures the report shows are those of each family's best variant
     assert layout.comparison.run("cnn").read_metrics()["run"] == str(layout.trial("cnn", best, 0).path)
     assert layout.comparison.run("cnn").figure("roc").is_file()

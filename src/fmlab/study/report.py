@@ -11,6 +11,7 @@ from typing import Any
 import jinja2
 
 from fmlab import models
+from fmlab.config import TrainConfig
 from fmlab.data import CLASS_NAMES
 from fmlab.errors import FmlabError
 from fmlab.evaluation import robustness
@@ -51,6 +52,15 @@ def fit_diagnosis(layout: StudyDir, family: str, model: str, run: RunDir) -> str
     return findings.fit_diagnosis(run.read_history(), recipe.epochs, baseline.read_history() if same else None)
 
 
+def settings(spec: TrainConfig) -> dict[str, Any]:
+    """What a trial trained with, in full: its model's arguments, the optimiser, rate, batch and epochs, and every
+    other setting off TrainConfig's defaults (the seed aside: the configuration is the same for each seed)."""
+    defaults = TrainConfig.model_construct()
+    shown = {k: v for k, v in spec if k in ("optimizer", "lr", "batch_size", "epochs") or
+             (k not in ("model", "model_args", "seed") and v != getattr(defaults, k))}
+    return {**spec.model_args, **shown}
+
+
 def context(out: str | Path) -> dict[str, Any]:
     """Everything the report shows, read from the study folder."""
     layout = StudyDir(out)
@@ -69,7 +79,7 @@ def context(out: str | Path) -> dict[str, Any]:
         families.append({
             "name": fam_name, "title": fam.title or fam_name, "model": fam.model, "variant": variant,
             "description": spec.description, "mechanism": findings.MECHANISM[spec.family], "row": row,
-            "config": run.read_spec()[0].model_dump(), "eval": ev,
+            "settings": settings(run.read_spec()[0]), "eval": ev,
             "fit": fit_diagnosis(layout, fam_name, fam.model, run),
             "classes": findings.class_findings(ev, CLASS_NAMES), "run": rel(run.path),
             "figures": [(rel(shown.figure(name)), title) for name, title in FIGURES.items()
