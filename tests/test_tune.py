@@ -88,13 +88,13 @@ def test_wrapper_trains_through_fmlabs_engine_with_the_recipe(data):
 
 
 def test_wrapper_takes_every_training_setting():
-    from fmlab.config import TrainConfig
+    import inspect
+
     from fmlab.tune.skorch_model import SETTINGS
 
-    # the rest come from the search (epochs as max_epochs, the split) or name what is being searched
-    not_estimator_params = {"model", "model_args", "epochs", "seed", "early_stopping", "monitor", "split_seed",
-                            "train_size", "val_size"}
-    assert set(TrainConfig.model_fields) - set(SETTINGS) == not_estimator_params
+    # sklearn reads an estimator's parameters from its __init__: each training setting must be one of them
+    assert set(SETTINGS) <= set(inspect.signature(FmlabClassifier.__init__).parameters)
+    assert {"warmup", "alternate_flip", "lr", "precision"} <= set(SETTINGS)
     assert FmlabClassifier("cnn", warmup=0.4).train_config().warmup == 0.4
 
 

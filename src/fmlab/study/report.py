@@ -55,10 +55,9 @@ def fit_diagnosis(layout: StudyDir, family: str, model: str, run: RunDir) -> str
 def settings(spec: TrainConfig) -> dict[str, Any]:
     """What a trial trained with, in full: its model's arguments, the optimiser, rate, batch and epochs, and every
     other setting off TrainConfig's defaults (the seed aside: the configuration is the same for each seed)."""
-    defaults = TrainConfig.model_construct()
-    shown = {k: v for k, v in spec if k in ("optimizer", "lr", "batch_size", "epochs") or
-             (k not in ("model", "model_args", "seed") and v != getattr(defaults, k))}
-    return {**spec.model_args, **shown}
+    changed = spec.model_dump(exclude_defaults=True, exclude={"model", "model_args", "seed"})
+    return {**spec.model_args, **{k: v for k, v in spec if k in ("optimizer", "lr", "batch_size", "epochs")
+                                  or k in changed}}
 
 
 def context(out: str | Path) -> dict[str, Any]:

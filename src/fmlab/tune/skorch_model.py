@@ -30,9 +30,11 @@ from fmlab.errors import ConfigError
 from fmlab.runs import resolve
 from fmlab.training.loop import resolve_device, train
 
-SETTINGS = ("optimizer", "lr", "batch_size", "momentum", "nesterov", "weight_decay", "l1", "l2", "schedule",
-            "step_size", "gamma", "warmup", "label_smoothing", "augment", "crop", "flip", "alternate_flip", "rotate",
-            "erase", "tta_flip", "tta_shift", "precision", "channels_last", "threads")
+# every training setting is an estimator parameter, except these: the search supplies them (epochs as max_epochs,
+# the split) or they name what is searched
+NOT_SETTINGS = {"model", "model_args", "epochs", "seed", "early_stopping", "monitor", "split_seed", "train_size",
+                "val_size"}
+SETTINGS = tuple(k for k in TrainConfig.model_fields if k not in NOT_SETTINGS)
 
 
 def as_images(x: Any) -> torch.Tensor:
