@@ -21,6 +21,7 @@ from fmlab.config import StudyConfig, TrainConfig, load_study, validate
 from fmlab.errors import ConfigError
 from fmlab.runs import RunDir, StudyDir
 from fmlab.study.plan import plan
+from fmlab.study.report import write_report
 from fmlab.study.run import longest_first, run_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -411,6 +412,10 @@ def test_a_resumed_study_reuses_its_finished_searches_and_trials(quick_study, tm
         f"tune: the {name} search finished before; its results are reused" for name in ("grid", "optuna")]
     assert "quick: 28 trials, 28 already done, executor local" in lines
     assert StudyDir(tmp_path / "study").read_summary()["rows"] == StudyDir(quick_study).read_summary()["rows"]
+    # the report no longer calls the seconds spent on reusing 28 trials the study's wall time
+    assert "study wall time" in StudyDir(quick_study).report.read_text()
+    html = write_report(tmp_path / "study").read_text()
+    assert "this run trained 0 of 28 trials in " in html and "study wall time" not in html
 
 
 @pytest.mark.integration
@@ -450,10 +455,6 @@ def test_study_table_in_latex_markdown_and_csv_matches_the_summary(quick_study, 
 
 @pytest.mark.integration
 def test_report_escapes_names(quick_study, tmp_path):
-    import shutil
-
-    from fmlab.study.report import write_report
-
     out = tmp_path / "study"
     shutil.copytree(quick_study, out)
     layout = StudyDir(out)

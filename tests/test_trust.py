@@ -85,13 +85,33 @@ def test_agreement_of_identical_independent_and_per_class_maps():
     rng = np.random.default_rng(0)
     a = rng.random((40, 28, 28))
     labels = np.arange(40) % 4
-    same = trust.agreement(a, a.copy(), labels, ["a", "b", "c", "d"])
-    other = trust.agreement(a, rng.random((40, 28, 28)), labels, ["a", "b", "c", "d"])
+    everywhere = np.ones((40, 28, 28), bool)
+    same = trust.agreement(a, a.copy(), everywhere, labels, ["a", "b", "c", "d"])
+    other = trust.agreement(a, rng.random((40, 28, 28)), everywhere, labels, ["a", "b", "c", "d"])
     assert same["rank_correlation"]["mean"] == pytest.approx(1.0) and same["top_overlap"]["mean"] == 1.0
     assert abs(other["rank_correlation"]["mean"]) < 0.05 and other["top_overlap"]["mean"] < 0.2
     assert set(same["per_class"]) == {"a", "b", "c", "d"}
-    flat = trust.rank_correlation(np.zeros((2, 28, 28)), a[:2])
+    flat = trust.rank_correlation(np.zeros((2, 28, 28)), a[:2], everywhere[:2])
     assert list(flat) == [0.0, 0.0]  # a constant map ranks nothing
+
+
+def test_unrelated_sparse_maps_score_zero_and_the_background_is_left_out():
+    """Maps that mark a random half of a garment's pixels each (as ReLU-clamped gradient maps do): unrelated,
+    they must score about 0, not the -0.5 a comparison over the pixels either map marks gives; two maps alike
+    on the garment score 1 however they differ on the black background."""
+    rng = np.random.default_rng(0)
+    images = np.zeros((200, 1, 28, 28), np.float32)
+    images[:, :, 4:24, 6:22] = 1.0  # a garment on black
+    mask = trust.garment(torch.from_numpy(images), 0.0)
+    assert mask.sum() == 200 * 20 * 16
+
+    def sparse() -> np.ndarray:
+        return rng.random((200, 28, 28)) * (rng.random((200, 28, 28)) < 0.5) * mask
+
+    a, b = sparse(), sparse()
+    assert abs(trust.rank_correlation(a, b, mask).mean()) < 0.02
+    background = a + 5 * rng.random((200, 28, 28)) * ~mask
+    assert trust.rank_correlation(a, background, mask) == pytest.approx(np.ones(200))
 
 
 # ---- temperature scaling ---------------------------------------------------------------------------------
@@ -156,3 +176,17 @@ def test_robustness_separates_a_shift_invariant_classifier_from_a_pixel_exact_on
     assert invariant["clean"] == exact["clean"] == 1.0
     assert exact["shift"]["4"] < invariant["shift"]["4"]
     assert "pp when shifted by 2 pixels" in robustness.sentence("m", exact)
+
+
+@pytest.mark.parametrize("corr,verdict", [((0.25, 0.22, 0.28), "as much as one model agrees with itself"),
+                                          ((0.05, 0.03, 0.07), "less than one model agrees with itself"),
+                                          ((0.00, -0.01, 0.02), "no more than unrelated maps")])
+def test_the_agreement_sentence_reads_the_level_against_seeds_and_chance(corr, verdict):
+    from fmlab.evaluation.comparison import agreement_sentence
+
+    def level(mean, low, high):
+        return {"rank_correlation": {"mean": mean, "ci_low": low, "ci_high": high}, "top_overlap": {"mean": 0.2},
+                "images": 200, "per_class": {"Bag": {"rank_correlation": mean}}}
+
+    result = {**level(*corr), "explainers": "Guided Grad-CAM"}
+    assert verdict in agreement_sentence("a", "b", result, {"a": level(0.27, 0.24, 0.30), "b": level(0.12, 0.1, 0.14)})

@@ -60,9 +60,9 @@ def agreement_sentence(a: str, b: str, result: dict[str, Any], reference: dict[s
     same = corr["ci_high"] >= floor
     per = result["per_class"]
     most, least = max(per, key=lambda k: per[k]["rank_correlation"]), min(per, key=lambda k: per[k]["rank_correlation"])
-    verdict = ("as much as one model agrees with itself across seeds: they look at the same features"
-               if same else "less than one model agrees with itself across seeds: they look at partly different "
-               "features")
+    verdict = ("as much as one model agrees with itself across seeds: they look at the same features" if same
+               else "no more than unrelated maps would: they look at different features" if corr["ci_low"] <= 0
+               else "less than one model agrees with itself across seeds: they look at partly different features")
     return (f"{text}, against {', '.join(levels)}: {verdict} (most alike on {most}, "
             f"{per[most]['rank_correlation']:.2f}; least on {least}, {per[least]['rank_correlation']:.2f}).")
 
@@ -120,6 +120,7 @@ def compare_runs(
         }
     seeds = {position: open_run(ref, data, device) for position, ref in (references or {}).items()}
     sample, truth = data.x_test[report], labels[report]
+    mask = trust.garment(runs[0].predictor.normalise(sample), runs[0].baseline)
     memo: dict[tuple[bool, int, str], np.ndarray] = {}
 
     def class_maps(reference: bool, k: int, e: explain.Explainer) -> np.ndarray:
@@ -136,9 +137,9 @@ def compare_runs(
         if None in pair:  # no method in common (a CNN and an FFNN): each model's own
             pair = [analyses[k][0].explainer for k in (i, j)]
         maps = [class_maps(False, k, e) for k, e in zip((i, j), pair, strict=True)]
-        result = {**trust.agreement(maps[0], maps[1], truth, CLASS_NAMES, seed),
+        result = {**trust.agreement(maps[0], maps[1], mask, truth, CLASS_NAMES, seed),
                   "explainers": " / ".join(dict.fromkeys(e.label for e in pair))}
-        refs = {names[k]: trust.agreement(m, class_maps(True, k, e), truth, CLASS_NAMES, seed)
+        refs = {names[k]: trust.agreement(m, class_maps(True, k, e), mask, truth, CLASS_NAMES, seed)
                 for k, e, m in zip((i, j), pair, maps, strict=True) if k in seeds}
         agreement[f"{a} vs {b}"] = {"a": a, "b": b, **result, "seed_reference": refs,
                                     "sentence": agreement_sentence(a, b, result, refs)}

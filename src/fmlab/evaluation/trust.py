@@ -4,12 +4,12 @@
   bootstrap confidence intervals over a fixed stratified sample of images.
 - Sanity (Adebayo et al. 2018, "Sanity Checks for Saliency Maps"): cascading model-parameter
   randomisation from the output layer down; after each step, the rank correlation of the maps with the
-  trained model's maps. A map that stays the same when the model's weights are random does not explain
-  the model.
+  trained model's maps over the garment's (non-black) pixels, where unrelated maps score 0. A map that
+  stays the same when the model's weights are random does not explain the model.
 - Choice: every candidate explainer of a CNN (method x layer) is measured on validation images; the one
   with the largest faithfulness margin that passes the sanity check is reported, on test images.
-- Agreement between two models' maps on the same images: rank correlation and overlap of the top 10% of
-  pixels, per class.
+- Agreement between two models' maps on the same images: rank correlation (over the garment's pixels, as
+  above) and overlap of the top 10% of pixels, per class.
 """
 
 from __future__ import annotations
@@ -41,12 +41,20 @@ def mean_ci(values: np.ndarray, seed: int = 0, confidence: float = 0.95) -> dict
     return {"mean": float(v.mean()), "ci_low": float(lo), "ci_high": float(hi)}
 
 
-def rank_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Spearman correlation of each pair of maps (N, H, W) over the pixels either map attributes (> 0): pixels
-    both leave at zero, such as the black background under input-times-gradient maps, say nothing about
-    whether the two explanations agree. 0 where a map is constant there (it ranks nothing)."""
+def garment(x: torch.Tensor, baseline: float) -> np.ndarray:
+    """The pixels (N, H, W) of normalised images (N, 1, H, W) that are not black (`baseline`): what map
+    agreement is measured over."""
+    return (x[:, 0] > baseline + 1e-4).cpu().numpy()  # one grey level is about 1e-2 after normalisation
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Spearman correlation of each pair of maps (N, H, W) over the pixels `mask` selects (from `garment`): a
+    set fixed by the image, not by the maps, so unrelated maps score 0 on average. Over the pixels either map
+    marks instead, two unrelated sparse maps score about -0.5 (what one marks is the other's zero); over every
+    pixel, the black background that input-times-gradient maps leave at zero would count as agreement.
+    0 where a map is constant on the mask (it ranks nothing)."""
     flat_a, flat_b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
-    used = (flat_a > 0) | (flat_b > 0)
+    used = mask.reshape(len(mask), -1).astype(bool)
     count = np.maximum(used.sum(1, keepdims=True), 1)
     ranks = [rankdata(np.where(used, m, np.nan), axis=1, nan_policy="omit") for m in (flat_a, flat_b)]
     ra, rb = (np.where(used, r - np.nansum(r, axis=1, keepdims=True) / count, 0.0) for r in ranks)
@@ -97,6 +105,7 @@ def randomisation(net: nn.Module, explainer: Explainer, x: torch.Tensor, target:
     """Cascading randomisation: re-initialise the parametrised layers one by one from the output down and
     record, after each, the mean rank correlation between the maps and the trained model's maps."""
     trained = (maps if maps is not None else explainer.maps(net, x, target, baseline)).cpu().numpy()
+    mask = garment(x, baseline)
     model = copy.deepcopy(net).eval()
     # a seed of its own: training seeds its initialisation with the run's seed, and weights training barely moved
     # (those of always-black border pixels) would come back unchanged
@@ -113,7 +122,7 @@ def randomisation(net: nn.Module, explainer: Explainer, x: torch.Tensor, target:
             nn.init.uniform_(module.weight, 0.5, 1.5)
             nn.init.normal_(module.bias, std=0.1)
         after = explainer.maps(model, x, target, baseline).cpu().numpy()
-        steps.append({"layer": name, "rank_correlation": float(rank_correlation(trained, after).mean())})
+        steps.append({"layer": name, "rank_correlation": float(rank_correlation(trained, after, mask).mean())})
     final = steps[-1]["rank_correlation"] if steps else 1.0
     return {"steps": steps, "final_rank_correlation": final, "threshold": SANITY_THRESHOLD,
             "passes": final < SANITY_THRESHOLD}
@@ -180,11 +189,11 @@ def analyse(net: nn.Module, model: str, baseline: float, select: tuple[torch.Ten
                     randomisation(net, chosen, report[0], report[1], baseline, seed, maps), maps.cpu().numpy())
 
 
-def agreement(maps_a: np.ndarray, maps_b: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
-              seed: int = 0) -> dict[str, Any]:
-    """How alike two sets of maps of the same images are: rank correlation and top-10% overlap, overall (with
-    bootstrap CIs) and per class."""
-    corr, overlap = rank_correlation(maps_a, maps_b), top_overlap(maps_a, maps_b)
+def agreement(maps_a: np.ndarray, maps_b: np.ndarray, mask: np.ndarray, labels: np.ndarray,
+              class_names: Sequence[str], seed: int = 0) -> dict[str, Any]:
+    """How alike two sets of maps of the same images are: rank correlation over the images' `mask` (from
+    `garment`) and top-10% overlap, overall (with bootstrap CIs) and per class."""
+    corr, overlap = rank_correlation(maps_a, maps_b, mask), top_overlap(maps_a, maps_b)
     return {"rank_correlation": mean_ci(corr, seed), "top_overlap": mean_ci(overlap, seed), "images": len(corr),
             "per_class": {name: {"rank_correlation": float(corr[labels == k].mean()),
                                  "top_overlap": float(overlap[labels == k].mean())}

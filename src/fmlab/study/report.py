@@ -101,7 +101,8 @@ def context(out: str | Path) -> dict[str, Any]:
         "class_names": CLASS_NAMES, "tune": layout.read_tune_summary(), "tune_dir": rel(layout.tune),
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "version": __version__,
         "machine": f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}",
-        "wall_s": summary.get("wall_s"),
+        "wall_s": summary.get("wall_s"), "reused": summary.get("reused", 0),
+        "trials": sum(row["seeds"] for row in summary["rows"]),
     }
 
 

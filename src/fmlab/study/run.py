@@ -216,7 +216,7 @@ a line per event, `status` (for a terminal) a one-line progress bar whenever a t
     else:
         _dask(jobs, scheduler, on_done)
     stages = {"trials_s": time.perf_counter() - t0}
-    summary = summarise(study, layout, wall_s=stages["trials_s"])
+    summary = summarise(study, layout, wall_s=stages["trials_s"], reused=skipped)
     stages["summary_s"] = time.perf_counter() - t0 - sum(stages.values())
     if report:
         from fmlab.study.report import write_report

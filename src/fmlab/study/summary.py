@@ -39,7 +39,9 @@ def correctness(run: RunDir) -> np.ndarray:
     return predictions.logits.argmax(1) == predictions.labels
 
 
-def summarise(study: StudyConfig, layout: StudyDir, wall_s: float | None = None) -> dict[str, Any]:
+def summarise(study: StudyConfig, layout: StudyDir, wall_s: float | None = None, reused: int = 0) -> dict[str, Any]:
+    """Aggregate the trials over seeds and compare them; `wall_s` is the time this run spent on trials, having
+    reused `reused` finished ones."""
     rows, correct = [], {}
     for family, fam in study.families.items():
         changes = varied_keys(study, family)
@@ -69,7 +71,7 @@ def summarise(study: StudyConfig, layout: StudyDir, wall_s: float | None = None)
         comparisons.append({"kind": "pair", "title": pair.title, **stats.compare(
             correct[a], correct[b], f"{a[0]}/{a[1]}", f"{b[0]}/{b[1]}")})
     summary = {
-        "study": study.name, "seeds": study.seeds, "wall_s": wall_s, "rows": rows, "best": best,
+        "study": study.name, "seeds": study.seeds, "wall_s": wall_s, "reused": reused, "rows": rows, "best": best,
         "comparisons": stats.correct(comparisons),  # every test of the study corrected together (Holm)
     }
     layout.write_summary(summary, _csv(rows))
