@@ -395,6 +395,7 @@ def test_quick_study_writes_report_tables_and_tuning(quick_study):
     tests = {c["a"] for c in summary["comparisons"] if c["kind"] == "variant_vs_baseline"}
     assert {"simple/tuned", "logreg/tuned", "logreg/tuned-optuna"} <= tests
     csv_rows = (quick_study / StudyDir.SUMMARY_CSV).read_text().splitlines()
+    assert "latency" not in csv_rows[0] and "images_per_s" not in csv_rows[0]  # timed beside another trial
     assert any(line.startswith(f"simple,simple-cnn,tuned,lr={best}") for line in csv_rows
                for best in [tune["grid"]["best_by_model"]["simple-cnn"]["params"]["lr"]])
     assert html.count('<td class="l">tuned</td>') == 2 and "tuned-optuna" in html and "never read the test set" in html

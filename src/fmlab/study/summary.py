@@ -16,10 +16,9 @@ from fmlab.io import csv_cell
 from fmlab.runs import RunDir, StudyDir
 from fmlab.study.plan import BASELINE, resolve_ref, variant_names, varied_keys
 
-METRICS = (
-    "accuracy", "macro_f1", "macro_auc", "ece", "train_time_s", "params", "macs", "images_per_s", "latency_ms",
-    "best_val_acc",
-)
+# no inference speed: trials run two at a time, so a trial's own timing measures the other's load (the report's
+# cost table and comparison.json time each family's best variant alone, after the trials)
+METRICS = ("accuracy", "macro_f1", "macro_auc", "ece", "train_time_s", "params", "macs", "best_val_acc")
 
 
 def trial_record(run: RunDir) -> dict[str, Any]:
@@ -29,7 +28,6 @@ def trial_record(run: RunDir) -> dict[str, Any]:
     return {
         "accuracy": ev["accuracy"], "macro_f1": ev["averages"]["macro"]["f1"], "macro_auc": ev["roc_auc"]["macro"],
         "ece": ev["ece"], "train_time_s": train["train_time_s"], "params": cx["params"], "macs": cx["macs_per_image"],
-        "images_per_s": cx["throughput_images_per_s"], "latency_ms": cx["latency_ms"],
         "best_val_acc": train["best_val_acc"], "status": train["status"],
     }
 
