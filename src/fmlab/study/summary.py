@@ -17,7 +17,7 @@ from fmlab.runs import RunDir, StudyDir
 from fmlab.study.plan import BASELINE, resolve_ref, variant_names, varied_keys
 
 # no inference speed: trials run two at a time, so a trial's own timing measures the other's load (the report's
-# cost table and comparison.json time each family's best variant alone, after the trials)
+# cost table and the comparison time each family's best variant alone, after the trials)
 METRICS = ("accuracy", "macro_f1", "macro_auc", "ece", "train_time_s", "params", "macs", "best_val_acc")
 
 
