@@ -60,6 +60,19 @@ def settings(spec: TrainConfig) -> dict[str, Any]:
                                   or k in changed}}
 
 
+def wall_time(summary: dict[str, Any]) -> str:
+    """The header's clause on time: the study's wall time, or, when this run reused finished trials, what it
+    trained in how long (the seconds it took are not the study's)."""
+    wall_s, reused = summary.get("wall_s"), summary.get("reused", 0)
+    if wall_s is None:
+        return ""
+    if not reused:
+        return f"; study wall time {wall_s:.0f} s"
+    trials = sum(row["seeds"] for row in summary["rows"])
+    return (f"; this run trained {trials - reused} of {trials} trials in {wall_s:.0f} s "
+            "(the others were finished before)")
+
+
 def context(out: str | Path) -> dict[str, Any]:
     """Everything the report shows, read from the study folder."""
     layout = StudyDir(out)
@@ -101,8 +114,7 @@ def context(out: str | Path) -> dict[str, Any]:
         "class_names": CLASS_NAMES, "tune": layout.read_tune_summary(), "tune_dir": rel(layout.tune),
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "version": __version__,
         "machine": f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}",
-        "wall_s": summary.get("wall_s"), "reused": summary.get("reused", 0),
-        "trials": sum(row["seeds"] for row in summary["rows"]),
+        "wall_time": wall_time(summary),
     }
 
 
