@@ -32,9 +32,9 @@ from fmlab.training.fit import fit
 PRESET = Path(__file__).resolve().parents[1] / "configs" / "best.toml"
 # configs/best.toml before issue 16 (94.67% over 2 seeds in about 48 min each on this 2-core CPU)
 REFERENCE = {"model": "cnn", "model_args": {"channels": [32, 64, 128], "convs": [1, 2, 2], "hidden": 256},
-             "epochs": 40, "batch_size": 128, "optimizer": "adamw", "lr": 4e-3, "weight_decay": 0.05,
+             "epochs": 40, "batch_size": 128, "optimizer": "adamw", "lr": 4e-3, "warmup": 0.25, "weight_decay": 0.05,
              "schedule": "onecycle", "label_smoothing": 0.1, "augment": True, "crop": 2, "flip": True,
-             "tta_flip": True, "dropout": 0.3, "precision": "fp32"}
+             "alternate_flip": False, "tta_flip": True, "dropout": 0.3, "precision": "fp32"}
 TARGET = {"test_acc": 0.950, "params": 1_000_000, "time_ratio": 0.6}
 
 

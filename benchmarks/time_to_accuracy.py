@@ -28,8 +28,9 @@ from fmlab.training.fit import fit
 
 # the recipes of the previous release (what issue 16 measures against), in fp32
 REFERENCE = {
-    "cnn": {"epochs": 11, "batch_size": 256, "lr": 1e-2, "weight_decay": 0.05, "schedule": "onecycle",
-            "label_smoothing": 0.1, "augment": True, "crop": 0, "tta_flip": True, "dropout": 0.3},
+    "cnn": {"epochs": 11, "batch_size": 256, "lr": 1e-2, "warmup": 0.25, "weight_decay": 0.05, "schedule": "onecycle",
+            "label_smoothing": 0.1, "augment": True, "crop": 0, "alternate_flip": False, "tta_flip": True,
+            "dropout": 0.3},
     "mlp": {"epochs": 10, "batch_size": 256, "lr": 2e-3, "schedule": "onecycle", "label_smoothing": 0.1,
             "model_args": {"hidden": [512, 256]}, "dropout": 0.2},
     "mlp-numpy": {"optimizer": "adam", "lr": 1e-3, "schedule": "cosine", "epochs": 6},

@@ -1,4 +1,6 @@
 import csv
+import dataclasses
+import importlib.util
 import json
 import tomllib
 from pathlib import Path
@@ -284,6 +286,32 @@ def test_best_accuracy_presets_resolve_under_a_million_parameters(preset: str) -
     spec = resolve([(preset, tomllib.loads(path.read_text()))])
     assert spec.tta_flip and spec.augment and spec.erase > 0
     assert count_parameters(models.build(spec.model, **spec.model_args)) < 1_000_000
+
+
+ROOT = Path(__file__).parents[1]
+
+
+def _benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+FIXED = {
+    **{f"configs/{p}": tomllib.loads((ROOT / "configs" / p).read_text()) for p in ("best.toml", "best_fast.toml")},
+    **{f"time_to_accuracy {m}": {"model": m, **r} for m, r in _benchmark("time_to_accuracy").REFERENCE.items()},
+    "best_preset reference": _benchmark("best_preset").REFERENCE,
+}
+
+
+@pytest.mark.parametrize("name", sorted(FIXED))
+def test_presets_and_benchmark_references_take_nothing_from_a_recipe(name, monkeypatch):
+    # what they reached was measured with these settings: a later change to the model's recipe must not change them
+    as_is = resolve([(name, FIXED[name])])
+    spec = models.registry._REGISTRY[as_is.model]
+    monkeypatch.setitem(models.registry._REGISTRY, as_is.model, dataclasses.replace(spec, recipe={}))
+    assert resolve([(name, FIXED[name])]) == as_is
 
 
 def test_model_arguments_are_checked_without_building_the_network():

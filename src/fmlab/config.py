@@ -65,7 +65,8 @@ class TrainConfig(Strict):
     seed: int = SEED
     precision: Literal["fp32", "bf16"] | None = Field(
         None, description="Training arithmetic: bf16 autocast (fp32 weights, loss and normalisation statistics) or "
-                          "fp32; default bf16 where it pays (a CUDA GPU, a CPU with AMX-BF16), else fp32.")
+                          "fp32; default bf16 where it pays (a CUDA GPU, a CPU with AMX-BF16 or AVX512-BF16), "
+                          "else fp32.")
     channels_last: bool = Field(True, description="Channels-last memory format for CNNs on the CPU.")
     threads: int | None = Field(None, ge=1, le=1024, description="Intra-op threads (default: this machine's).")
 
