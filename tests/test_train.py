@@ -280,15 +280,15 @@ def test_recipe_groups_switch_as_a_whole():
             resolve([("t", {"model": "cnn", "tta_shift": True, **unshifted})])
 
 
-@pytest.mark.parametrize("preset", ["best.toml", "best_fast.toml"])
+ROOT = Path(__file__).parents[1]
+PRESETS = {p: tomllib.loads((ROOT / "configs" / p).read_text()) for p in ("best.toml", "best_fast.toml")}
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_best_accuracy_presets_resolve_under_a_million_parameters(preset: str) -> None:
-    path = Path(__file__).parents[1] / "configs" / preset
-    spec = resolve([(preset, tomllib.loads(path.read_text()))])
+    spec = resolve([(preset, PRESETS[preset])])
     assert spec.tta_flip and spec.augment and spec.erase > 0
     assert count_parameters(models.build(spec.model, **spec.model_args)) < 1_000_000
-
-
-ROOT = Path(__file__).parents[1]
 
 
 def _benchmark(name: str):
@@ -299,7 +299,7 @@ def _benchmark(name: str):
 
 
 FIXED = {
-    **{f"configs/{p}": tomllib.loads((ROOT / "configs" / p).read_text()) for p in ("best.toml", "best_fast.toml")},
+    **{f"configs/{p}": preset for p, preset in PRESETS.items()},
     **{f"time_to_accuracy {m}": {"model": m, **r} for m, r in _benchmark("time_to_accuracy").REFERENCE.items()},
     "best_preset reference": _benchmark("best_preset").REFERENCE,
 }
